@@ -1,0 +1,95 @@
+"""celery-agents: LLM agents run as Celery jobs, streamed back through Redis pub/sub.
+
+The public names load on first use, so importing a light module (``celery_agents.messages``,
+``celery_agents.config``) does not pull in Celery, Redis or OpenAI.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "Agent": "facade",
+    "RunHandle": "facade",
+    "RunStream": "facade",
+    "configure": "facade",
+    "AgentsManifest": "config",
+    "Settings": "config",
+    "AgentResponse": "messages",
+    "ChatMessage": "messages",
+    "Talk": "messages",
+    "Usage": "messages",
+    "Event": "events",
+    "tool": "tools",
+    "CeleryAgentsError": "errors",
+    "ConfigError": "errors",
+    "ModelError": "errors",
+    "RunCancelled": "errors",
+    "RunError": "errors",
+    "RunTimeout": "errors",
+    "ToolError": "errors",
+    "UnknownAgentError": "errors",
+    "UnknownProviderError": "errors",
+    "UnknownToolError": "errors",
+    "UserError": "errors",
+}
+__all__ = [
+    "Agent",
+    "AgentResponse",
+    "AgentsManifest",
+    "CeleryAgentsError",
+    "ChatMessage",
+    "ConfigError",
+    "Event",
+    "ModelError",
+    "RunCancelled",
+    "RunError",
+    "RunHandle",
+    "RunStream",
+    "RunTimeout",
+    "Settings",
+    "Talk",
+    "ToolError",
+    "UnknownAgentError",
+    "UnknownProviderError",
+    "UnknownToolError",
+    "Usage",
+    "UserError",
+    "configure",
+    "tool",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'celery_agents' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:
+    from .config import AgentsManifest, Settings
+    from .errors import (
+        CeleryAgentsError,
+        ConfigError,
+        ModelError,
+        RunCancelled,
+        RunError,
+        RunTimeout,
+        ToolError,
+        UnknownAgentError,
+        UnknownProviderError,
+        UnknownToolError,
+        UserError,
+    )
+    from .events import Event
+    from .facade import Agent, RunHandle, RunStream, configure
+    from .messages import AgentResponse, ChatMessage, Talk, Usage
+    from .tools import tool

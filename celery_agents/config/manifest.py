@@ -1,0 +1,200 @@
+"""``AgentsManifest``: providers, tools, agents, teams and schedules declared in YAML.
+
+A bad file gives a ``ConfigError`` that names the file and the field (``agents.analyst.model``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import ConfigError, UnknownAgentError, UnknownProviderError
+
+if TYPE_CHECKING:
+    from ..facade.agent import Agent
+
+BUILTIN_PROVIDERS = ("openai", "local", "test")
+DEFAULT_PROVIDER = "openai"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Price(_Strict):
+    """USD per million tokens."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+class ProviderSpec(_Strict):
+    """A named OpenAI-compatible endpoint. API keys are read from ``api_key_env`` on workers."""
+
+    base_url: str | None = None
+    api_key_env: str | None = None
+    default_headers: dict[str, str] = Field(default_factory=dict)
+    prices: dict[str, Price] = Field(default_factory=dict)
+
+
+class ModelSettings(_Strict):
+    """Sampling options sent with each request; ``extra_body`` passes anything else through."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = Field(None, gt=0)
+    seed: int | None = None
+    stop: list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+
+class AgentSpec(_Strict):
+    """What a worker needs to run an agent; crosses the broker as JSON (no secrets)."""
+
+    name: str = ""
+    model: str
+    system_prompt: str = ""
+    tools: list[str] = Field(default_factory=list)
+    model_settings: ModelSettings = Field(default_factory=ModelSettings)
+    description: str = ""
+
+
+class TeamSpec(_Strict):
+    mode: Literal["parallel", "sequential"] = "parallel"
+    members: list[str] = Field(min_length=1)
+    shared_prompt: str | None = None
+
+
+class ScheduleSpec(_Strict):
+    agent: str | None = None
+    team: str | None = None
+    prompt: str
+    every: float | None = Field(None, gt=0)
+    cron: str | None = None
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _one_target_one_timing(self) -> ScheduleSpec:
+        if (self.agent is None) == (self.team is None):
+            raise ValueError("give exactly one of 'agent' or 'team'")
+        if (self.every is None) == (self.cron is None):
+            raise ValueError("give exactly one of 'every' or 'cron'")
+        return self
+
+
+class AgentsManifest(_Strict):
+    """The YAML manifest that workers, beat and the CLI load (``CELERY_AGENTS_MANIFEST``)."""
+
+    providers: dict[str, ProviderSpec] = Field(default_factory=dict)
+    tools: dict[str, str] = Field(default_factory=dict)
+    agents: dict[str, AgentSpec] = Field(default_factory=dict)
+    teams: dict[str, TeamSpec] = Field(default_factory=dict)
+    schedules: dict[str, ScheduleSpec] = Field(default_factory=dict)
+    source: str | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> AgentsManifest:
+        for name, agent in self.agents.items():
+            agent.name = agent.name or name
+            provider, _ = parse_model_ref(agent.model)
+            if provider not in self.provider_names:
+                raise ValueError(
+                    f"agents.{name}.model: unknown provider {provider!r} "
+                    f"(known: {', '.join(sorted(self.provider_names))})"
+                )
+        for name, team in self.teams.items():
+            for member in team.members:
+                if member not in self.agents and member not in self.teams:
+                    raise ValueError(f"teams.{name}.members: unknown agent or team {member!r}")
+        return self
+
+    @property
+    def provider_names(self) -> set[str]:
+        return set(BUILTIN_PROVIDERS) | set(self.providers)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> AgentsManifest:
+        """Load and validate a manifest file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"{path}: cannot read manifest: {exc.strerror}", path=str(path)
+            ) from None
+        return cls.from_text(text, source=str(path))
+
+    @classmethod
+    def from_text(cls, text: str, *, source: str = "<manifest>") -> AgentsManifest:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(f"{source}:{where}: invalid YAML: {problem}", path=source) from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"{source}: the manifest must be a mapping at the top level", path=source
+            )
+        try:
+            manifest = cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(source, exc), path=source) from None
+        manifest.source = source
+        return manifest
+
+    def provider(self, name: str) -> ProviderSpec:
+        """A provider's profile; built-in providers have an empty default profile."""
+        if name in self.providers:
+            return self.providers[name]
+        if name in BUILTIN_PROVIDERS:
+            return ProviderSpec()
+        raise UnknownProviderError(
+            f"unknown provider {name!r} (known: {', '.join(sorted(self.provider_names))})",
+            provider=name,
+        )
+
+    def agent_spec(self, name: str) -> AgentSpec:
+        try:
+            return self.agents[name]
+        except KeyError:
+            known = ", ".join(sorted(self.agents)) or "none"
+            raise UnknownAgentError(
+                f"unknown agent {name!r} in {self.source or 'the manifest'} (known: {known})",
+                agent=name,
+            ) from None
+
+    def get_agent(self, name: str) -> Agent:
+        """An ``Agent`` built from the manifest entry ``name``."""
+        from ..facade.agent import Agent  # the facade sits above config; import on use
+
+        return Agent.from_spec(self.agent_spec(name))
+
+
+def parse_model_ref(model: str) -> tuple[str, str]:
+    """``"provider:name"`` -> ``(provider, name)``; a bare name means the ``openai`` provider."""
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError("model must be a non-empty 'provider:name' string")
+    provider, sep, name = model.partition(":")
+    if not sep:
+        return DEFAULT_PROVIDER, provider
+    if not provider or not name:
+        raise ValueError(f"model {model!r} must look like 'provider:name'")
+    return provider, name
+
+
+def _describe(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{field}: {msg}")
+    return f"{source}: " + "; ".join(lines)

@@ -1,0 +1,51 @@
+"""``Settings``: the one typed configuration object, read from ``CELERY_AGENTS_*`` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where Redis and the broker are, and the knobs of runs and workers.
+
+    Explicit arguments win over the environment; the environment wins over defaults.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CELERY_AGENTS_", extra="forbid")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str | None = None
+    result_backend: str | None = None
+    manifest: Path | None = None
+
+    key_prefix: str = "celery_agents"
+    queue: str = "celery_agents"
+
+    run_timeout: float = Field(600.0, gt=0, description="default per-run timeout, seconds")
+    result_ttl: int = Field(3600, gt=0, description="seconds results and replay logs are kept")
+    history_ttl: int = Field(7 * 86400, gt=0, description="seconds a conversation is kept")
+    replay_max_events: int = Field(20_000, gt=0)
+
+    worker_pool: str = "threads"
+    worker_concurrency: int = Field(32, gt=0)
+
+    model_max_retries: int = Field(4, ge=0)
+    model_retry_base_delay: float = Field(0.5, ge=0)
+    model_retry_max_delay: float = Field(30.0, ge=0)
+    model_request_timeout: float = Field(120.0, gt=0)
+    max_tool_turns: int = Field(10, gt=0)
+
+    local_base_url: str | None = Field(
+        None, description="an already running `local` model server; else workers start one"
+    )
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def backend(self) -> str:
+        return self.result_backend or self.redis_url
