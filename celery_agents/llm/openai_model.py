@@ -1,0 +1,203 @@
+"""``OpenAIModel``: any OpenAI-compatible chat-completions endpoint, streamed, with retries.
+
+Retries cover 408/409/429/5xx, timeouts and connection errors, honour ``retry-after``, and
+happen only before the first delta was passed on (a retry after that would repeat text).
+After the budget a ``ModelError`` names the provider, the status and the provider's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+
+from ..errors import ModelError
+from ..messages import Usage
+from .base import ModelRequest, ModelResponse, ToolCallRequest
+
+_RETRY_STATUS = frozenset({408, 409, 429})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return float(min(max(retry_after, 0.0), self.max_delay))
+        backoff = self.base_delay * 2.0**attempt
+        return min(backoff * (0.75 + random.random() / 2), self.max_delay)
+
+
+class OpenAIModel:
+    """A model behind an ``AsyncOpenAI`` client (shared per provider on a worker)."""
+
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        model_name: str,
+        *,
+        ref: str,
+        retry: RetryPolicy,
+        request_timeout: float,
+    ) -> None:
+        self._client = client
+        self._model_name = model_name
+        self._ref = ref
+        self._retry = retry
+        self._timeout = request_timeout
+
+    @property
+    def ref(self) -> str:
+        return self._ref
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
+        attempt = 0
+        while True:
+            emitted = False
+            try:
+                async for item in self._stream_once(request):
+                    if isinstance(item, str):
+                        emitted = True
+                    yield item
+                return
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                retryable = status in _RETRY_STATUS or status >= 500
+                if not retryable or emitted or attempt >= self._retry.max_retries:
+                    raise self._error(exc, attempt, status=status) from None
+                delay = self._retry.delay(attempt, _retry_after(exc))
+            except openai.APIConnectionError as exc:  # includes timeouts
+                if emitted or attempt >= self._retry.max_retries:
+                    raise self._error(exc, attempt) from None
+                delay = self._retry.delay(attempt, None)
+            except (openai.OpenAIError, json.JSONDecodeError, ValueError, KeyError) as exc:
+                raise ModelError(
+                    f"{self._ref}: malformed response from the model server: {exc}",
+                    provider=self._ref.partition(":")[0],
+                    model=self._ref,
+                ) from None
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _stream_once(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
+        kwargs = _request_kwargs(request)
+        # The SDK's overloads want TypedDicts; our messages are plain JSON dicts already.
+        create: Any = self._client.chat.completions.create
+        stream = await create(
+            model=self._model_name,
+            messages=request.messages,
+            stream=True,
+            stream_options={"include_usage": True},
+            timeout=self._timeout,
+            **kwargs,
+        )
+        acc = _StreamAccumulator()
+        async with stream:
+            async for chunk in stream:
+                delta = acc.add(chunk)
+                if delta:
+                    yield delta
+        yield acc.response(self._model_name)
+
+    def _error(
+        self, exc: openai.OpenAIError, attempt: int, *, status: int | None = None
+    ) -> ModelError:
+        what = f"HTTP {status}" if status is not None else type(exc).__name__
+        detail = _provider_message(exc)
+        tries = f" after {attempt + 1} attempts" if attempt else ""
+        return ModelError(
+            f"{self._ref}: model request failed{tries}: {what}: {detail}",
+            provider=self._ref.partition(":")[0],
+            model=self._ref,
+            status_code=status,
+            attempts=attempt + 1,
+        )
+
+
+class _StreamAccumulator:
+    """Assembles streamed chunks (text, tool-call fragments, usage) into one response."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.calls: dict[int, dict[str, str]] = {}
+        self.usage = Usage()
+        self.finish_reason: str | None = None
+        self.model: str | None = None
+
+    def add(self, chunk: Any) -> str:
+        self.model = self.model or getattr(chunk, "model", None)
+        if chunk.usage is not None:
+            self.usage = Usage(
+                input_tokens=chunk.usage.prompt_tokens or 0,
+                output_tokens=chunk.usage.completion_tokens or 0,
+            )
+        if not chunk.choices:
+            return ""
+        choice = chunk.choices[0]
+        self.finish_reason = choice.finish_reason or self.finish_reason
+        delta = choice.delta
+        for call in delta.tool_calls or ():
+            slot = self.calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+            slot["id"] = call.id or slot["id"]
+            if call.function is not None:
+                slot["name"] += call.function.name or ""
+                slot["arguments"] += call.function.arguments or ""
+        text = delta.content or ""
+        if text:
+            self.parts.append(text)
+        return text
+
+    def response(self, requested_model: str) -> ModelResponse:
+        calls = [
+            ToolCallRequest(
+                id=c["id"] or f"call_{i}", name=c["name"], arguments=c["arguments"] or "{}"
+            )
+            for i, c in sorted(self.calls.items())
+        ]
+        return ModelResponse(
+            text="".join(self.parts),
+            tool_calls=calls,
+            usage=self.usage,
+            model_name=self.model or requested_model,
+            finish_reason=self.finish_reason,
+        )
+
+
+def _request_kwargs(request: ModelRequest) -> dict[str, Any]:
+    settings = request.settings.model_dump(exclude_none=True, exclude={"extra_body"})
+    if request.settings.extra_body:
+        settings["extra_body"] = request.settings.extra_body
+    if request.tools:
+        settings["tools"] = request.tools
+    return settings
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    headers = exc.response.headers
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return float(value) * scale
+        except ValueError:
+            continue  # an HTTP date: fall back to our own backoff
+    return None
+
+
+def _provider_message(exc: openai.OpenAIError) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+    return str(getattr(exc, "message", exc))

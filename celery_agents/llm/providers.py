@@ -1,0 +1,98 @@
+"""``ModelFactory``: turns ``provider:name`` into a ``Model``, on workers (where keys live).
+
+One ``AsyncOpenAI`` client per provider is shared by all runs of the worker process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING
+
+import openai
+from openai import AsyncOpenAI
+
+from ..config.manifest import AgentsManifest, ProviderSpec, parse_model_ref
+from ..config.settings import Settings
+from ..errors import ConfigError, UnknownProviderError
+from .base import Model
+from .offline import offline_model
+from .openai_model import OpenAIModel, RetryPolicy
+
+if TYPE_CHECKING:
+    from .local import LocalModelProcess
+
+_NO_KEY = "not-needed"  # OpenAI-compatible servers that take no key still want a header
+
+
+class ModelFactory:
+    def __init__(self, settings: Settings, manifest: AgentsManifest) -> None:
+        self._settings = settings
+        self._manifest = manifest
+        self._clients: dict[str, AsyncOpenAI] = {}
+        self._local: LocalModelProcess | None = None
+        self._retry = RetryPolicy(
+            max_retries=settings.model_max_retries,
+            base_delay=settings.model_retry_base_delay,
+            max_delay=settings.model_retry_max_delay,
+        )
+
+    async def get(self, ref: str) -> Model:
+        """The model for ``ref``; a ``UserError`` names an unknown provider or a missing key."""
+        try:
+            provider, name = parse_model_ref(ref)
+        except ValueError as exc:
+            raise UnknownProviderError(str(exc), model=ref) from None
+        if provider == "test":
+            return offline_model(name)
+        spec = self._manifest.provider(provider)
+        client = self._clients.get(provider) or await self._client(provider, spec)
+        return OpenAIModel(
+            client,
+            name,
+            ref=ref,
+            retry=self._retry,
+            request_timeout=self._settings.model_request_timeout,
+        )
+
+    async def _client(self, provider: str, spec: ProviderSpec) -> AsyncOpenAI:
+        base_url = spec.base_url
+        if provider == "local" and base_url is None:
+            base_url = self._settings.local_base_url or await self._local_server_url()
+        try:
+            client = AsyncOpenAI(
+                api_key=_api_key(provider, spec),
+                base_url=base_url,
+                default_headers=spec.default_headers or None,
+                max_retries=0,  # our retry loop honours retry-after and knows about streams
+            )
+        except openai.OpenAIError as exc:
+            raise ConfigError(f"provider {provider!r}: {exc}", provider=provider) from None
+        self._clients[provider] = client
+        return client
+
+    async def _local_server_url(self) -> str:
+        from .local import ensure_local_server  # optional extra: imported only when used
+
+        self._local = await asyncio.to_thread(ensure_local_server)
+        return self._local.base_url
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+        if self._local is not None:
+            self._local.stop()
+
+
+def _api_key(provider: str, spec: ProviderSpec) -> str | None:
+    env = spec.api_key_env or ("OPENAI_API_KEY" if provider == "openai" else None)
+    if env is None:
+        return _NO_KEY
+    key = os.environ.get(env)
+    if not key:
+        raise ConfigError(
+            f"provider {provider!r} needs an API key: set {env} in the workers' environment",
+            provider=provider,
+        )
+    return key

@@ -1,0 +1,281 @@
+"""``EventHub``: one pub/sub connection per client process, multiplexing every watched run.
+
+A ``RunWatch`` delivers one run's events exactly once and in ``seq`` order, ending with the
+terminal event. Live events come from pub/sub; whatever pub/sub missed (a late attach, a
+dropped connection, a message lost while resubscribing) is read back from the replay log. A
+slow poll of the runs' seq counters catches losses that no later event would reveal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..events import Event, is_terminal, parse_event
+from ..keys import Keys
+from .replay import read_replay
+
+log = logging.getLogger(__name__)
+
+_RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+class RunWatch:
+    """The ordered, de-duplicated event stream of one run, as seen by one consumer."""
+
+    def __init__(self, hub: EventHub, run_id: str, from_seq: int) -> None:
+        self.run_id = run_id
+        self.next_seq = from_seq
+        self.finished = False
+        self._hub = hub
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._early: dict[int, Event] = {}
+        self._filling = False
+
+    def offer(self, event: Event) -> None:
+        """Take an event from pub/sub or the log; out-of-order ones wait for the gap to fill."""
+        if self.finished or event.seq < self.next_seq:
+            return
+        if event.seq > self.next_seq:
+            self._early[event.seq] = event
+            self._hub.request_fill(self)
+            return
+        self._deliver(event)
+        while self.next_seq in self._early:
+            self._deliver(self._early.pop(self.next_seq))
+
+    def _deliver(self, event: Event) -> None:
+        self.next_seq = event.seq + 1
+        self._queue.put_nowait(event)
+        if is_terminal(event):
+            self.finished = True
+            self._early.clear()
+
+    async def fill(self) -> None:
+        """Read what pub/sub has not delivered from the replay log."""
+        if self._filling or self.finished:
+            return
+        self._filling = True
+        try:
+            for event in await read_replay(
+                self._hub.redis, self._hub.keys, self.run_id, self.next_seq
+            ):
+                self.offer(event)
+            if self._early and not self.finished:
+                # The log no longer holds the missing events (trimmed or expired): skip ahead
+                # rather than wait forever; the gap is logged for the operator.
+                first = min(self._early)
+                log.warning(
+                    "run %s: events %d..%d are gone from the replay log",
+                    self.run_id,
+                    self.next_seq,
+                    first - 1,
+                )
+                self.next_seq = first
+                self.offer(self._early.pop(first))
+        finally:
+            self._filling = False
+
+    async def next_event(self) -> Event:
+        return await self._queue.get()
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Yield every event up to and including the terminal one, then stop watching."""
+        try:
+            while True:
+                event = await self._queue.get()
+                yield event
+                if is_terminal(event):
+                    return
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        await self._hub.unwatch(self)
+
+
+class EventHub:
+    """Owns the process's pub/sub connection; lives on one event loop."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys, *, poll_interval: float = 2.0) -> None:
+        self.redis = client
+        self.keys = keys
+        self._poll_interval = poll_interval
+        self._client_channel = keys.client_channel(uuid.uuid4().hex)
+        self._pubsub: aioredis.client.PubSub | None = None
+        self._watches: dict[str, set[RunWatch]] = {}
+        self._confirm: dict[str, deque[asyncio.Future[None]]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._fills: set[asyncio.Task[None]] = set()
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        self._connected = asyncio.Event()
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._started:
+                return
+            await self._connect()
+            self._tasks = [
+                asyncio.create_task(self._read_loop(), name="celery-agents-hub-reader"),
+                asyncio.create_task(self._poll_loop(), name="celery-agents-hub-poller"),
+            ]
+            self._started = True
+
+    async def _connect(self) -> None:
+        pubsub = self.redis.pubsub()
+        # Staying subscribed to our own channel keeps the reader blocked on the socket while
+        # no run is watched, instead of spinning.
+        await pubsub.subscribe(self._client_channel)
+        if self._watches:
+            await pubsub.subscribe(*self._watches)
+        self._pubsub = pubsub
+        self._connected.set()
+
+    async def watch(self, run_id: str, from_seq: int = 1, *, replay: bool = True) -> RunWatch:
+        """Start watching ``run_id``; returns once subscribed, so nothing published later is missed.
+
+        With ``replay`` (attaching to a run that may have started) events already published are
+        read back from the replay log; a run not sent yet passes ``replay=False``.
+        """
+        await self.start()
+        watch = RunWatch(self, run_id, from_seq)
+        channel = self.keys.run_channel(run_id)
+        watchers = self._watches.setdefault(channel, set())
+        watchers.add(watch)
+        if len(watchers) == 1:
+            confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._confirm.setdefault(channel, deque()).append(confirmed)
+            await self._connected.wait()
+            assert self._pubsub is not None
+            await self._pubsub.subscribe(channel)
+            await confirmed
+        if replay:
+            await watch.fill()
+        return watch
+
+    async def unwatch(self, watch: RunWatch) -> None:
+        channel = self.keys.run_channel(watch.run_id)
+        watchers = self._watches.get(channel)
+        if not watchers or watch not in watchers:
+            return
+        watchers.discard(watch)
+        if not watchers:
+            del self._watches[channel]
+            if self._pubsub is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._pubsub.unsubscribe(channel)
+
+    def request_fill(self, watch: RunWatch) -> None:
+        task = asyncio.get_running_loop().create_task(self._safe_fill(watch))
+        self._fills.add(task)
+        task.add_done_callback(self._fills.discard)
+
+    async def _safe_fill(self, watch: RunWatch) -> None:
+        try:
+            await watch.fill()
+        except (RedisError, OSError) as exc:
+            log.warning("run %s: replay read failed: %s", watch.run_id, exc)
+
+    async def _read_loop(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                assert self._pubsub is not None
+                message = await self._pubsub.get_message(timeout=None)
+                attempt = 0
+                if message is not None:
+                    self._dispatch(message)
+            except asyncio.CancelledError:
+                raise
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                self._connected.clear()
+                delay = _RECONNECT_DELAYS[min(attempt, len(_RECONNECT_DELAYS) - 1)]
+                attempt += 1
+                log.warning("pub/sub connection lost (%s); reconnecting in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                await self._reconnect()
+
+    async def _reconnect(self) -> None:
+        old, self._pubsub = self._pubsub, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.aclose()  # type: ignore[no-untyped-call]
+        try:
+            await self._connect()
+        except (RedisError, OSError) as exc:
+            log.warning("pub/sub reconnect failed: %s", exc)
+            self._pubsub = self.redis.pubsub()  # the next read fails fast and retries
+            return
+        for watchers in list(self._watches.values()):
+            for watch in list(watchers):
+                self.request_fill(watch)
+
+    def _dispatch(self, message: dict[str, object]) -> None:
+        kind = message.get("type")
+        channel = _text(message.get("channel"))
+        if kind == "message":
+            try:
+                event = parse_event(message["data"])  # type: ignore[arg-type]
+            except ValueError:
+                log.warning("ignored a malformed event on %s", channel)
+                return
+            for watch in list(self._watches.get(channel, ())):
+                watch.offer(event)
+        elif kind == "subscribe":
+            waiters = self._confirm.get(channel)
+            if waiters:
+                future = waiters.popleft()
+                if not waiters:
+                    del self._confirm[channel]
+                if not future.done():
+                    future.set_result(None)
+            else:
+                # A resubscription after a reconnect: anything sent meanwhile is in the log.
+                for watch in list(self._watches.get(channel, ())):
+                    self.request_fill(watch)
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_interval)
+            watches = [w for ws in self._watches.values() for w in ws if not w.finished]
+            if not watches:
+                continue
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for watch in watches:
+                        pipe.get(self.keys.run_seq(watch.run_id))
+                    counters = await pipe.execute()
+            except (RedisError, OSError):
+                continue
+            for watch, counter in zip(watches, counters, strict=True):
+                if counter is not None and int(counter) >= watch.next_seq:
+                    self.request_fill(watch)
+
+    async def close(self) -> None:
+        for task in [*self._tasks, *self._fills]:
+            task.cancel()
+        for task in [*self._tasks, *self._fills]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            self._pubsub = None
+        self._started = False
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)
