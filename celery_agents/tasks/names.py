@@ -1,0 +1,3 @@
+"""Task names, as Flower and ``celery inspect`` show them."""
+
+RUN_AGENT = "celery_agents.run_agent"

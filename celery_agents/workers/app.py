@@ -1,0 +1,45 @@
+"""The worker's Celery app: ``celery -A celery_agents.workers.app worker`` works as is.
+
+Tasks are registered here, and the process's runtime (event loop, Redis, model clients, tools)
+is started when the worker is ready, so a bad manifest or tool import fails at start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
+
+from ..config.settings import Settings
+from ..tasks.app import create_app
+from ..tasks.run_agent import register_run_agent
+from .runtime import close_runtime, get_runtime
+
+
+def create_worker_app(settings: Settings | None = None) -> Celery:
+    settings = settings or Settings()
+    app = create_app(settings)
+    register_run_agent(app)
+    app.conf.celery_agents_settings = settings
+    return app
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _on_ready(sender: Any = None, **_: Any) -> None:
+    runtime = get_runtime(app.conf.celery_agents_settings)
+    concurrency = getattr(getattr(sender, "controller", None), "concurrency", None)
+    runtime.start_heartbeat(sender.hostname, int(concurrency or app.conf.worker_concurrency))
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _on_child_start(**_: Any) -> None:
+    get_runtime(app.conf.celery_agents_settings)  # prefork child: its own loop and clients
+
+
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _on_shutdown(**_: Any) -> None:
+    close_runtime()
+
+
+app = create_worker_app()

@@ -1,0 +1,121 @@
+"""``WorkerRuntime``: what one worker process holds for all its runs.
+
+One event loop (``EventLoopThread``) owns the async Redis client, the event publisher, the
+conversation store and the model clients; Celery's pool threads hand it coroutines. It is
+created lazily per process (``get_runtime``), so it works under threads, solo and prefork.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+import redis.asyncio as aioredis
+
+from ..config.manifest import AgentsManifest
+from ..config.settings import Settings
+from ..history import ConversationStore
+from ..keys import Keys
+from ..llm.providers import ModelFactory
+from ..streaming.publisher import EventPublisher
+from ..tools import REGISTRY, ToolRegistry
+from .loop import EventLoopThread
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_TTL = 60
+HEARTBEAT_EVERY = 15.0
+
+
+class WorkerRuntime:
+    def __init__(self, settings: Settings, manifest: AgentsManifest, tools: ToolRegistry) -> None:
+        self.settings = settings
+        self.manifest = manifest
+        self.tools = tools
+        self.keys = Keys(settings.key_prefix)
+        self.loop = EventLoopThread()
+        self.redis: aioredis.Redis = self.loop.run(self._connect())
+        self.publisher = EventPublisher(
+            self.redis, self.keys, log_cap=settings.replay_max_events, ttl=settings.result_ttl
+        )
+        self.history = ConversationStore(self.redis, self.keys, ttl=settings.history_ttl)
+        self.models = ModelFactory(settings, manifest)
+        self.hostname = f"{os.getpid()}@{socket.gethostname()}"
+        self._heartbeat: concurrent.futures.Future[None] | None = None
+
+    async def _connect(self) -> aioredis.Redis:
+        return aioredis.Redis.from_url(self.settings.redis_url, health_check_interval=30)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerRuntime:
+        manifest = (
+            AgentsManifest.from_yaml(settings.manifest) if settings.manifest else AgentsManifest()
+        )
+        for name, path in manifest.tools.items():
+            REGISTRY.load(name, path)
+        return cls(settings, manifest, REGISTRY)
+
+    def start_heartbeat(self, hostname: str, concurrency: int) -> None:
+        """Advertise this worker (and its tools) so clients can check tool names early."""
+        self.hostname = hostname
+        info = {
+            "hostname": hostname,
+            "pid": os.getpid(),
+            "concurrency": concurrency,
+            "tools": sorted(self.tools.names()),
+            "started": time.time(),
+        }
+        self._heartbeat = asyncio.run_coroutine_threadsafe(
+            self._beat(json.dumps(info)), self.loop.loop
+        )
+
+    async def _beat(self, info: str) -> None:
+        key = self.keys.worker(self.hostname)
+        while True:
+            try:
+                await self.redis.set(key, info, ex=HEARTBEAT_TTL)
+            except Exception as exc:  # Redis away: keep beating, the key expires meanwhile
+                log.warning("worker heartbeat failed: %s", exc)
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
+    def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        try:
+            self.loop.run(self._aclose())
+        finally:
+            self.loop.stop()
+
+    async def _aclose(self) -> None:
+        await self.redis.delete(self.keys.worker(self.hostname))
+        await self.models.aclose()
+        await self.redis.aclose()
+
+
+_lock = threading.Lock()
+_runtime: WorkerRuntime | None = None
+_runtime_pid: int | None = None
+
+
+def get_runtime(settings: Settings | None = None) -> WorkerRuntime:
+    """This process's runtime, created on first use (again after a fork)."""
+    global _runtime, _runtime_pid
+    with _lock:
+        if _runtime is None or _runtime_pid != os.getpid():
+            _runtime = WorkerRuntime.from_settings(settings or Settings())
+            _runtime_pid = os.getpid()
+        return _runtime
+
+
+def close_runtime() -> None:
+    global _runtime
+    with _lock:
+        if _runtime is not None and _runtime_pid == os.getpid():
+            _runtime.close()
+        _runtime = None
