@@ -1,0 +1,106 @@
+"""``celery-agents demo``: everything from nothing, then one agent run three ways.
+
+Uses the Redis at ``CELERY_AGENTS_REDIS_URL`` (or 127.0.0.1:6379) if one answers, else starts
+a private one; uses OpenAI if ``OPENAI_API_KEY`` is set, else the embedded ``local`` model;
+starts a worker; runs ``await agent.run``, ``run_stream`` and ``run_sync``; stops what it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+
+import click
+
+from .config.settings import Settings
+from .embedded.redis_server import redis_answers, start_redis_server
+from .embedded.worker import start_worker
+from .facade import Agent, configure
+
+
+def _say(text: str) -> None:
+    click.secho(f"» {text}", fg="cyan", err=True)
+
+
+@contextlib.contextmanager
+def _redis(settings: Settings) -> Iterator[str]:
+    if redis_answers(settings.redis_url):
+        _say(f"using the Redis at {settings.redis_url}")
+        yield settings.redis_url
+        return
+    server = start_redis_server()
+    _say(f"no Redis answered at {settings.redis_url}; started a private one at {server.url}")
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def _model() -> Iterator[tuple[str, dict[str, str]]]:
+    if os.environ.get("OPENAI_API_KEY"):
+        model = os.environ.get("CELERY_AGENTS_DEMO_MODEL", "openai:gpt-4o-mini")
+        _say(f"OPENAI_API_KEY is set: using {model}")
+        yield model, {}
+        return
+    from .llm.local import spawn_local_server
+
+    started = time.monotonic()
+    server = spawn_local_server()
+    _say(
+        f"no OPENAI_API_KEY: started the embedded local model (SmolLM2-135M, llama.cpp) at "
+        f"{server.base_url} in {time.monotonic() - started:.1f}s"
+    )
+    try:
+        yield "local:smollm2", {"CELERY_AGENTS_LOCAL_BASE_URL": server.base_url}
+    finally:
+        server.stop()
+
+
+def run_demo(prompt: str) -> None:
+    settings = Settings()
+    with _redis(settings) as redis_url, _model() as (model, model_env):
+        worker = start_worker(
+            redis_url, concurrency=4, extra_env=model_env, key_prefix=settings.key_prefix
+        )
+        _say(f"started a worker ({worker.hostname})")
+        try:
+            configure(settings, redis_url=redis_url)
+            agent = Agent(
+                "demo",
+                model,
+                "You are a helpful, concise assistant.",
+                model_settings={"max_tokens": 120},
+            )
+            asyncio.run(_show(agent, prompt))
+        finally:
+            worker.stop()
+            _say("stopped the worker")
+
+
+async def _show(agent: Agent, prompt: str) -> None:
+    _say(f"await agent.run({prompt!r})")
+    message = await agent.run(prompt)
+    click.echo(message.content)
+    _usage(message.usage, message.response_time)
+
+    _say("agent.run_stream(...): tokens as they arrive")
+    async with agent.run_stream("Now say it differently, in two sentences.") as stream:
+        async for chunk in stream.stream():
+            click.echo(chunk, nl=False)
+        final = await stream.get_message()
+    click.echo()
+    _usage(final.usage, final.response_time)
+
+    _say("agent.run_sync(...)")
+    message = await asyncio.to_thread(agent.run_sync, "Summarise our conversation in five words.")
+    click.echo(message.content)
+    _usage(message.usage, message.response_time)
+    _say(f"conversation {agent.conversation_id} holds {len(await agent.get_history())} messages")
+
+
+def _usage(usage: object, seconds: float | None) -> None:
+    _say(f"usage: {usage}; worker time {seconds or 0:.2f}s")

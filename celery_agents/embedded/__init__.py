@@ -1,0 +1,1 @@
+"""Services the project can start by itself: a private Redis, a worker subprocess."""

@@ -1,0 +1,131 @@
+"""``start_worker``: a real ``celery-agents`` worker in a subprocess, for tests and the demo."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from ..errors import ConfigError
+from ..keys import Keys
+
+
+@dataclass
+class WorkerProcess:
+    """A running worker; ``stop()`` shuts it down warm (SIGTERM), then kills it."""
+
+    hostname: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(repr=False)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown of any kind."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_worker(
+    redis_url: str,
+    *,
+    manifest: Path | None = None,
+    concurrency: int = 8,
+    pool: str = "threads",
+    extra_env: dict[str, str] | None = None,
+    key_prefix: str = "celery_agents",
+    timeout: float = 30.0,
+    cwd: Path | None = None,
+) -> WorkerProcess:
+    """Start ``celery-agents worker`` and wait until it is consuming (its heartbeat is up)."""
+    hostname = f"worker-{uuid.uuid4().hex[:8]}@%h"
+    env = {
+        **os.environ,
+        "CELERY_AGENTS_REDIS_URL": redis_url,
+        "CELERY_AGENTS_KEY_PREFIX": key_prefix,
+        "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
+    }
+    if manifest is not None:
+        env["CELERY_AGENTS_MANIFEST"] = str(manifest)
+    cwd = cwd or Path.cwd()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(cwd), env.get("PYTHONPATH", "")) if p)
+    log_path = Path(tempfile.mkstemp(prefix="celery-agents-worker-", suffix=".log")[1])
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery_agents.cli",
+                "worker",
+                "--concurrency",
+                str(concurrency),
+                "--pool",
+                pool,
+                "--loglevel",
+                "INFO",
+                "--hostname",
+                hostname,
+            ],
+            env=env,
+            cwd=cwd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    worker = WorkerProcess(hostname=hostname, process=process, log_path=log_path, env=env)
+    _wait_ready(worker, redis_url, Keys(key_prefix), timeout)
+    return worker
+
+
+def _wait_ready(worker: WorkerProcess, redis_url: str, keys: Keys, timeout: float) -> None:
+    client = redis.Redis.from_url(redis_url)
+    node = worker.hostname.split("@")[0]
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if worker.process.poll() is not None:
+                raise ConfigError(
+                    f"the worker exited with {worker.process.returncode}:\n{worker.log_tail()}"
+                )
+            hostname = _live_worker(client, keys, node)
+            if hostname is not None:
+                worker.hostname = hostname
+                return
+            time.sleep(0.05)  # a startup wait with a deadline, not a test's timing
+    finally:
+        client.close()
+    with contextlib.suppress(Exception):
+        worker.stop()
+    raise ConfigError(f"the worker did not come up within {timeout}s:\n{worker.log_tail()}")
+
+
+def _live_worker(client: redis.Redis, keys: Keys, node: str) -> str | None:
+    """The full hostname of the worker ``node@...`` once its heartbeat key exists."""
+    for key in client.scan_iter(match=keys.worker(f"{node}@*")):
+        name: str = key.decode().split(":worker:", 1)[1]
+        return name
+    return None

@@ -1,0 +1,253 @@
+"""``Agent``: an LLM agent whose runs execute on Celery workers.
+
+agent = Agent(name="analyst", model="openai:gpt-4o-mini", system_prompt="You analyse.")
+msg = await agent.run("analyze this")
+msg = agent.run_sync("analyze this")
+async with agent.run_stream("analyze") as stream:
+    async for chunk in stream.stream(): ...
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..config.manifest import AgentSpec, ModelSettings, parse_model_ref
+from ..errors import UnknownProviderError, UnknownToolError, UserError
+from ..messages import ChatMessage
+from ..tasks.payload import RunPayload
+from ..tools import REGISTRY
+from .bridge import on_io, run_sync
+from .client import AgentsClient, get_client
+from .follow import WAIT_GRACE, wait_message
+from .handle import RunHandle
+from .stream import RunStream
+
+
+class Agent:
+    """An agent definition plus its own conversation (``conversation_id``)."""
+
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        system_prompt: str = "",
+        *,
+        tools: Iterable[str] = (),
+        output_type: Any = None,
+        model_settings: dict[str, Any] | ModelSettings | None = None,
+        conversation_id: str | None = None,
+        description: str = "",
+    ) -> None:
+        if output_type is not None:
+            raise UserError("output_type is not supported yet: structured output is on its way")
+        try:
+            self.spec = AgentSpec.model_validate(
+                {
+                    "name": name,
+                    "model": model,
+                    "system_prompt": system_prompt,
+                    "tools": list(tools),
+                    "model_settings": model_settings or {},
+                    "description": description,
+                }
+            )
+            parse_model_ref(model)
+        except (ValidationError, ValueError) as exc:
+            raise UserError(f"agent {name!r}: {_brief(exc)}", agent=name) from None
+        if not name:
+            raise UserError("an agent needs a non-empty name")
+        self.conversation_id = conversation_id or uuid.uuid4().hex
+
+    @classmethod
+    def from_spec(cls, spec: AgentSpec, *, conversation_id: str | None = None) -> Agent:
+        return cls(
+            spec.name,
+            spec.model,
+            spec.system_prompt,
+            tools=spec.tools,
+            model_settings=spec.model_settings,
+            conversation_id=conversation_id,
+            description=spec.description,
+        )
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def model(self) -> str:
+        return self.spec.model
+
+    def __repr__(self) -> str:
+        return f"Agent(name={self.name!r}, model={self.model!r})"
+
+    # -- running -------------------------------------------------------------------------
+
+    async def run(
+        self,
+        *prompts: str,
+        store_history: bool = True,
+        model: str | None = None,
+        conversation_id: str | None = None,
+        timeout: float | None = None,
+    ) -> ChatMessage:
+        """Run once on a worker; returns the assistant's message (prompts joined as one)."""
+        payload = self._payload(_join(prompts), store_history, model, conversation_id, timeout)
+        return await on_io(_run(payload))
+
+    def run_sync(
+        self,
+        *prompts: str,
+        store_history: bool = True,
+        model: str | None = None,
+        conversation_id: str | None = None,
+        timeout: float | None = None,
+    ) -> ChatMessage:
+        """``run`` for synchronous code; also works inside a running event loop."""
+        return run_sync(
+            self.run(
+                *prompts,
+                store_history=store_history,
+                model=model,
+                conversation_id=conversation_id,
+                timeout=timeout,
+            )
+        )
+
+    async def run_iter(
+        self,
+        *prompts: str,
+        store_history: bool = True,
+        model: str | None = None,
+        conversation_id: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[ChatMessage]:
+        """One run per prompt, in order (a ``str`` is one prompt)."""
+        for prompt in prompts:
+            yield await self.run(
+                prompt,
+                store_history=store_history,
+                model=model,
+                conversation_id=conversation_id,
+                timeout=timeout,
+            )
+
+    def run_stream(
+        self,
+        *prompts: str,
+        store_history: bool = True,
+        model: str | None = None,
+        conversation_id: str | None = None,
+        timeout: float | None = None,
+    ) -> RunStream:
+        """``async with agent.run_stream(p) as s:`` then ``s.stream()`` yields text deltas."""
+        payload = self._payload(_join(prompts), store_history, model, conversation_id, timeout)
+        return RunStream(payload, _check_tools)
+
+    async def submit(
+        self,
+        *prompts: str,
+        store_history: bool = True,
+        model: str | None = None,
+        conversation_id: str | None = None,
+        timeout: float | None = None,
+    ) -> RunHandle:
+        """Queue a run and return at once with its ``RunHandle``."""
+        payload = self._payload(_join(prompts), store_history, model, conversation_id, timeout)
+        await on_io(_check_tools(get_client(), payload))
+        get_client().send(payload)
+        return RunHandle(payload.run_id, timeout=payload.timeout)
+
+    # -- history -------------------------------------------------------------------------
+
+    async def get_history(self, conversation_id: str | None = None) -> list[ChatMessage]:
+        """The conversation's messages, oldest first."""
+        return await on_io(get_client().load_history(conversation_id or self.conversation_id))
+
+    async def clear_history(self, conversation_id: str | None = None) -> None:
+        await on_io(get_client().clear_history(conversation_id or self.conversation_id))
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _payload(
+        self,
+        prompt: str,
+        store_history: bool,
+        model: str | None,
+        conversation_id: str | None,
+        timeout: float | None,
+    ) -> RunPayload:
+        client = get_client()
+        spec = self.spec
+        if model is not None:
+            try:
+                parse_model_ref(model)
+            except ValueError as exc:
+                raise UserError(f"model: {exc}") from None
+            spec = spec.model_copy(update={"model": model})
+        provider, _ = parse_model_ref(spec.model)
+        if provider not in client.manifest.provider_names:
+            known = ", ".join(sorted(client.manifest.provider_names))
+            raise UnknownProviderError(
+                f"agent {self.name!r}: unknown provider {provider!r} in model {spec.model!r} "
+                f"(known: {known})",
+                provider=provider,
+            )
+        if timeout is not None and timeout <= 0:
+            raise UserError(f"timeout must be positive, got {timeout}")
+        return RunPayload(
+            run_id=uuid.uuid4().hex,
+            agent=spec,
+            prompt=prompt,
+            conversation_id=conversation_id or self.conversation_id,
+            store_history=store_history,
+            timeout=timeout or client.settings.run_timeout,
+        )
+
+
+async def _run(payload: RunPayload) -> ChatMessage:
+    client = get_client()
+    await _check_tools(client, payload)
+    watch = await client.start(payload)
+    return await wait_message(watch, payload.timeout + WAIT_GRACE)
+
+
+async def _check_tools(client: AgentsClient, payload: RunPayload) -> None:
+    """Refuse tool names no one can run: not in the manifest, here, or on a live worker."""
+    wanted = set(payload.agent.tools)
+    if not wanted:
+        return
+    known = set(client.manifest.tools) | REGISTRY.names()
+    if wanted - known:
+        known |= await client.worker_tools()
+    missing = sorted(wanted - known)
+    if missing:
+        raise UnknownToolError(
+            f"agent {payload.agent.name!r}: unknown tool(s) {', '.join(missing)}: not in the "
+            "manifest, not registered here, and not offered by any live worker",
+            tools=missing,
+        )
+
+
+def _join(prompts: tuple[str, ...]) -> str:
+    if not prompts:
+        raise UserError("a run needs a prompt")
+    for prompt in prompts:
+        if not isinstance(prompt, str):
+            raise UserError(f"prompts must be str, got {type(prompt).__name__}")
+    text = "\n\n".join(prompts)
+    if not text.strip():
+        raise UserError("the prompt is empty")
+    return text
+
+
+def _brief(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+        )
+    return str(exc)

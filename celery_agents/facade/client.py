@@ -1,0 +1,148 @@
+"""``AgentsClient``: the process's connection to Redis and the broker (lives on the I/O loop).
+
+``configure(settings)`` points it somewhere else; otherwise it is built from ``Settings()``
+(the ``CELERY_AGENTS_*`` environment) on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from celery import Celery
+
+from ..config.manifest import AgentsManifest
+from ..config.settings import Settings
+from ..history import ConversationStore
+from ..keys import Keys
+from ..messages import ChatMessage
+from ..streaming.hub import EventHub, RunWatch
+from ..tasks.app import create_client_app
+from ..tasks.names import RUN_AGENT
+from ..tasks.payload import RunPayload
+
+_WORKER_TOOLS_TTL = 5.0
+
+
+class AgentsClient:
+    """Sends runs and watches their events. Use through ``get_client()``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.manifest = (
+            AgentsManifest.from_yaml(settings.manifest) if settings.manifest else AgentsManifest()
+        )
+        self.app: Celery = create_client_app(settings)
+        self._redis: aioredis.Redis | None = None
+        self._hub: EventHub | None = None
+        self._history: ConversationStore | None = None
+        self._worker_tools: tuple[float, set[str]] = (0.0, set())
+
+    # Everything below runs on the I/O loop.
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        if self._redis is None:
+            self._redis = aioredis.Redis.from_url(self.settings.redis_url, health_check_interval=30)
+        return self._redis
+
+    @property
+    def hub(self) -> EventHub:
+        if self._hub is None:
+            self._hub = EventHub(self.redis, self.keys)
+        return self._hub
+
+    @property
+    def history(self) -> ConversationStore:
+        if self._history is None:
+            self._history = ConversationStore(self.redis, self.keys, ttl=self.settings.history_ttl)
+        return self._history
+
+    def send(self, payload: RunPayload) -> None:
+        """Queue the run's task (thread-safe; Celery pools its producers)."""
+        self.app.send_task(
+            RUN_AGENT,
+            kwargs={"payload": payload.model_dump(mode="json")},
+            task_id=payload.run_id,
+            kwargsrepr=json.dumps(payload.summary()),
+            argsrepr="()",
+        )
+
+    async def start(self, payload: RunPayload) -> RunWatch:
+        """Subscribe to the run's channel, then send its task: no event can be missed."""
+        watch = await self.hub.watch(payload.run_id, replay=False)
+        try:
+            self.send(payload)
+        except BaseException:
+            await watch.close()
+            raise
+        return watch
+
+    async def watch(self, run_id: str, from_seq: int = 1) -> RunWatch:
+        return await self.hub.watch(run_id, from_seq)
+
+    async def load_history(self, conversation_id: str) -> list[ChatMessage]:
+        return await self.history.load(conversation_id)
+
+    async def clear_history(self, conversation_id: str) -> None:
+        await self.history.clear(conversation_id)
+
+    async def worker_tools(self) -> set[str]:
+        """Tool names live workers advertise (cached for a few seconds)."""
+        fetched_at, tools = self._worker_tools
+        if time.monotonic() - fetched_at < _WORKER_TOOLS_TTL and tools:
+            return tools
+        tools = set()
+        async for key in self.redis.scan_iter(match=self.keys.worker_pattern(), count=100):
+            raw = await self.redis.get(key)
+            if raw:
+                tools.update(_tools_of(raw))
+        self._worker_tools = (time.monotonic(), tools)
+        return tools
+
+    async def aclose(self) -> None:
+        if self._hub is not None:
+            await self._hub.close()
+        if self._redis is not None:
+            await self._redis.aclose()
+        self._hub = self._redis = self._history = None
+
+
+def _tools_of(raw: bytes | str) -> list[str]:
+    try:
+        info: dict[str, Any] = json.loads(raw)
+        return [str(t) for t in info.get("tools", [])]
+    except (ValueError, AttributeError):
+        return []
+
+
+_lock = threading.Lock()
+_client: AgentsClient | None = None
+_settings: Settings | None = None
+
+
+def configure(settings: Settings | None = None, **overrides: Any) -> Settings:
+    """Point the facade at a Redis/broker: ``configure(Settings(...))`` or keyword overrides."""
+    global _client, _settings
+    base = settings or Settings()
+    if overrides:
+        base = base.model_copy(update=overrides)
+    with _lock:
+        old, _client, _settings = _client, None, base
+    if old is not None:
+        from .bridge import run_sync
+
+        run_sync(old.aclose())
+    return base
+
+
+def get_client() -> AgentsClient:
+    global _client
+    with _lock:
+        if _client is None:
+            _client = AgentsClient(_settings or Settings())
+        return _client

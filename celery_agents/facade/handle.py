@@ -1,0 +1,74 @@
+"""``RunHandle``: a queued or running run, attachable by id from any process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from ..events import Event, RunDone, RunFailed, RunStarted
+from ..messages import ChatMessage
+from ..streaming.replay import read_replay
+from .bridge import iterate_on_io, on_io, run_sync
+from .client import get_client
+from .follow import WAIT_GRACE, follow, wait_message
+
+RunStatus = Literal["queued", "running", "succeeded", "failed"]
+
+
+class RunHandle:
+    """Refers to a run by its id; holds no connection until used."""
+
+    def __init__(self, run_id: str, *, timeout: float | None = None) -> None:
+        self.run_id = run_id
+        self._timeout = timeout
+
+    @classmethod
+    def attach(cls, run_id: str, *, timeout: float | None = None) -> RunHandle:
+        """A handle on a run started elsewhere (another process, an earlier session)."""
+        return cls(run_id, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.run_id!r})"
+
+    def _wait_for(self, timeout: float | None) -> float:
+        if timeout is not None:
+            return timeout
+        if self._timeout is not None:
+            return self._timeout + WAIT_GRACE
+        return get_client().settings.run_timeout + WAIT_GRACE
+
+    async def result(self, *, timeout: float | None = None) -> ChatMessage:
+        """The run's final message (waiting for it), or its error raised."""
+        wait = self._wait_for(timeout)
+
+        async def go() -> ChatMessage:
+            return await wait_message(await get_client().watch(self.run_id), wait)
+
+        return await on_io(go())
+
+    def result_sync(self, *, timeout: float | None = None) -> ChatMessage:
+        return run_sync(self.result(timeout=timeout))
+
+    async def events(
+        self, from_seq: int = 1, *, timeout: float | None = None
+    ) -> AsyncIterator[Event]:
+        """The run's events from ``from_seq`` on, replayed then live, up to the terminal one."""
+        watch = await on_io(get_client().watch(self.run_id, from_seq))
+        async for event in iterate_on_io(follow(watch, self._wait_for(timeout))):
+            yield event
+
+    async def status(self) -> RunStatus:
+        """Where the run is, from its event log (``queued`` until a worker starts it)."""
+        client = get_client()
+        events = await on_io(read_replay(client.redis, client.keys, self.run_id))
+        status: RunStatus = "queued"
+        for event in events:
+            if event.member is not None:
+                continue
+            if isinstance(event, RunStarted):
+                status = "running"
+            elif isinstance(event, RunDone):
+                status = "succeeded"
+            elif isinstance(event, RunFailed):
+                status = "failed"
+        return status

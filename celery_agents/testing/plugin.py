@@ -1,0 +1,97 @@
+"""pytest plugin: a private Redis, the scripted model server and a real worker, per session.
+
+Fixtures (override ``celery_agents_manifest`` in your ``conftest.py`` to declare your
+providers, tools and agents; ``scripted_model.url`` is the scripted server's base URL):
+
+- ``agents_redis_url``: a Redis of the session's own (started on a free port; never one it
+  did not start, so nothing else is ever flushed).
+- ``scripted_model``: the ``ScriptedModelServer``, reset before each test.
+- ``agents_worker``: a ``celery-agents worker`` subprocess serving the manifest.
+- ``agents``: the facade configured to use them (``Settings``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ..config.settings import Settings
+from ..embedded.redis_server import RedisServer, start_redis_server
+from ..embedded.worker import WorkerProcess, start_worker
+from ..facade.client import configure
+from .scripted_server import ScriptedModelServer
+
+# Workers under test retry fast, so failure paths finish in well under a second.
+TEST_WORKER_ENV = {
+    "CELERY_AGENTS_MODEL_RETRY_BASE_DELAY": "0.02",
+    "CELERY_AGENTS_MODEL_RETRY_MAX_DELAY": "0.5",
+    "CELERY_AGENTS_MODEL_MAX_RETRIES": "3",
+}
+
+
+@pytest.fixture(scope="session")
+def agents_redis() -> Iterator[RedisServer]:
+    server = start_redis_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def agents_redis_url(agents_redis: RedisServer) -> str:
+    return agents_redis.url
+
+
+@pytest.fixture(scope="session")
+def _scripted_model_server() -> Iterator[ScriptedModelServer]:
+    with ScriptedModelServer() as server:
+        yield server
+
+
+@pytest.fixture
+def scripted_model(_scripted_model_server: ScriptedModelServer) -> ScriptedModelServer:
+    _scripted_model_server.reset()
+    return _scripted_model_server
+
+
+@pytest.fixture(scope="session")
+def celery_agents_manifest(_scripted_model_server: ScriptedModelServer) -> dict[str, Any]:
+    """The manifest the session's worker serves; override it to add tools and agents."""
+    return {"providers": {"scripted": {"base_url": _scripted_model_server.url}}}
+
+
+@pytest.fixture(scope="session")
+def celery_agents_manifest_path(
+    celery_agents_manifest: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    path = tmp_path_factory.mktemp("celery-agents") / "agents.yaml"
+    path.write_text(yaml.safe_dump(celery_agents_manifest), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def agents_worker(
+    agents_redis_url: str, celery_agents_manifest_path: Path
+) -> Iterator[WorkerProcess]:
+    worker = start_worker(
+        agents_redis_url, manifest=celery_agents_manifest_path, extra_env=TEST_WORKER_ENV
+    )
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+@pytest.fixture
+def agents(
+    agents_redis_url: str, celery_agents_manifest_path: Path, agents_worker: WorkerProcess
+) -> Settings:
+    """The facade pointed at the session's Redis and manifest, with a worker running."""
+    settings = Settings(redis_url=agents_redis_url, manifest=celery_agents_manifest_path)
+    configure(settings)
+    return settings

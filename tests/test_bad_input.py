@@ -1,0 +1,187 @@
+"""Bad input gets a clear error naming what is wrong, never a hang."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from celery_agents import (
+    Agent,
+    AgentsManifest,
+    ConfigError,
+    ModelError,
+    RunHandle,
+    RunTimeout,
+    UnknownAgentError,
+    UnknownProviderError,
+    UnknownToolError,
+    UserError,
+)
+from celery_agents.config.manifest import AgentSpec
+from celery_agents.errors import InvalidPayloadError, ToolError
+from celery_agents.facade.client import get_client
+from celery_agents.tasks.payload import RunPayload
+from celery_agents.testing.scripted_server import (
+    Disconnect,
+    Fail,
+    Hang,
+    Malformed,
+    Reply,
+    ScriptedModelServer,
+    ToolCallSpec,
+)
+
+pytestmark = pytest.mark.usefixtures("agents")
+
+
+def scripted(**kwargs: object) -> Agent:
+    return Agent("analyst", "scripted:model", **kwargs)  # type: ignore[arg-type]
+
+
+async def test_unknown_provider_is_refused_before_queueing(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    with pytest.raises(
+        UnknownProviderError, match="unknown provider 'nope'.*known: local, openai, scripted, test"
+    ):
+        await Agent("a", "nope:model").run("x")
+    with pytest.raises(UnknownProviderError, match="'nope'"):
+        await scripted().run("x", model="nope:m")
+    assert scripted_model.request_count == 0
+
+
+async def test_unknown_tool_is_refused_before_queueing(scripted_model: ScriptedModelServer) -> None:
+    with pytest.raises(UnknownToolError, match="unknown tool.*no_such_tool"):
+        await scripted(tools=["add", "no_such_tool"]).run("x")
+    assert scripted_model.request_count == 0
+
+
+def test_unknown_agent_in_the_manifest_names_the_known_ones() -> None:
+    manifest = AgentsManifest.from_text("agents: {a1: {model: 'test:echo'}}", source="m.yaml")
+    with pytest.raises(UnknownAgentError, match="unknown agent 'zz' in m.yaml.*known: a1"):
+        manifest.get_agent("zz")
+    assert manifest.get_agent("a1").model == "test:echo"
+
+
+@pytest.mark.parametrize("prompts", [("",), ("   ",), ()])
+async def test_an_empty_prompt_is_refused(prompts: tuple[str, ...]) -> None:
+    with pytest.raises(UserError, match="prompt"):
+        await scripted().run(*prompts)
+
+
+def test_bad_agent_definitions_name_the_field() -> None:
+    with pytest.raises(UserError, match="model_settings.temprature"):
+        Agent("a", "test:echo", model_settings={"temprature": 0})
+    with pytest.raises(UserError, match="provider:name"):
+        Agent("a", ":x")
+
+
+async def test_model_429_then_success_is_retried(scripted_model: ScriptedModelServer) -> None:
+    scripted_model.script(Fail(429, retry_after=0.05), Reply("after the retry"))
+    msg = await scripted().run("x")
+    assert msg.content == "after the retry"
+    assert scripted_model.request_count == 2
+
+
+async def test_model_500_forever_gives_a_clear_model_error_within_the_retry_budget(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    scripted_model.script(*[Fail(500, message="backend exploded")] * 10)
+    with pytest.raises(ModelError, match=r"HTTP 500: backend exploded") as info:
+        await scripted().run("x", timeout=30)
+    assert info.value.details["attempts"] == 4  # CELERY_AGENTS_MODEL_MAX_RETRIES=3 in tests
+    assert scripted_model.request_count == 4
+
+
+async def test_a_client_error_is_not_retried(scripted_model: ScriptedModelServer) -> None:
+    scripted_model.script(Fail(400, message="bad request field"))
+    with pytest.raises(ModelError, match="HTTP 400: bad request field"):
+        await scripted().run("x")
+    assert scripted_model.request_count == 1
+
+
+@pytest.mark.parametrize("step", [Malformed("sse"), Disconnect(after_chunks=2)])
+async def test_a_broken_model_stream_is_a_model_error(
+    scripted_model: ScriptedModelServer, step: Malformed | Disconnect
+) -> None:
+    scripted_model.script(step)
+    with pytest.raises(ModelError, match="scripted:model"):
+        await scripted().run("x", timeout=30)
+
+
+async def test_a_model_slower_than_the_run_timeout_times_out(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    scripted_model.script(Hang(10))
+    with pytest.raises(RunTimeout, match="timed out after 0.5s"):
+        await scripted().run("x", timeout=0.5)
+
+
+async def test_tool_calls_that_keep_failing_end_the_run(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    scripted_model.script(*[Reply(tool_calls=(ToolCallSpec("add", '{"a": "not json'),))] * 5)
+    with pytest.raises(ToolError, match="failed 3 times in a row.*not valid JSON"):
+        await scripted(tools=["add"]).run("x")
+
+
+async def test_the_worker_refuses_a_message_naming_an_unregistered_tool(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    payload = RunPayload(
+        run_id=uuid.uuid4().hex,
+        agent=AgentSpec(name="sneaky", model="scripted:model", tools=["rm_rf"]),
+        prompt="x",
+        conversation_id="c",
+        timeout=10,
+    )
+    get_client().send(payload)  # bypasses the client's own check, as a hostile sender would
+    with pytest.raises(UnknownToolError, match="'rm_rf' is not registered on this worker"):
+        await RunHandle.attach(payload.run_id).result(timeout=20)
+    assert scripted_model.request_count == 0
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"run_id": "r", "prompt": "x"}, "agent: Field required"),
+        (
+            {"agent": {"model": "test:echo"}, "prompt": "", "conversation_id": "c", "timeout": 1},
+            "prompt: String should have at least 1 character",
+        ),
+        ("not a dict", "payload"),
+    ],
+)
+async def test_the_worker_refuses_a_malformed_payload(payload: object, field: str) -> None:
+    run_id = uuid.uuid4().hex
+    if isinstance(payload, dict):
+        payload = {**payload, "run_id": run_id}
+    client = get_client()
+    client.app.send_task("celery_agents.run_agent", kwargs={"payload": payload}, task_id=run_id)
+    with pytest.raises(InvalidPayloadError, match=field):
+        await RunHandle.attach(run_id).result(timeout=20)
+
+
+def test_a_malformed_manifest_names_the_file_and_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("agents:\n  a: {model: 'test:echo'}\n   b: oops\n")
+    with pytest.raises(ConfigError, match=rf"{path}: line 3, column \d+: invalid YAML"):
+        AgentsManifest.from_yaml(path)
+
+
+def test_a_bad_manifest_field_names_the_file_and_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"m.yaml: agents.analyst.model: Field required"):
+        AgentsManifest.from_text("agents: {analyst: {system_prompt: hi}}", source="m.yaml")
+    with pytest.raises(ConfigError, match=r"agents.a.model: unknown provider 'vllm'"):
+        AgentsManifest.from_text("agents: {a: {model: 'vllm:qwen'}}", source="m.yaml")
+    with pytest.raises(ConfigError, match=r"providers.p.base_ur: Extra inputs are not permitted"):
+        AgentsManifest.from_text("providers: {p: {base_ur: x}}", source="m.yaml")
+    with pytest.raises(ConfigError, match=r"teams.t.members: unknown agent or team 'ghost'"):
+        AgentsManifest.from_text("teams: {t: {members: [ghost]}}", source="m.yaml")
+
+
+def test_a_missing_manifest_file_is_named() -> None:
+    with pytest.raises(ConfigError, match="nowhere.yaml: cannot read manifest"):
+        AgentsManifest.from_yaml("/nowhere.yaml")
