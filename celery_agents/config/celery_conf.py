@@ -27,7 +27,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_expires": settings.result_ttl,
         "result_extended": False,
         "task_default_queue": settings.queue,
-        "task_track_started": True,
+        # No STARTED state write per task: the run.started event already says so.
+        "task_track_started": False,
         "task_send_sent_event": True,
         "worker_send_task_events": True,
         "worker_prefetch_multiplier": 1,
