@@ -19,6 +19,7 @@ from .config.settings import Settings
 from .embedded.redis_server import redis_answers, start_redis_server
 from .embedded.worker import start_worker
 from .facade import Agent, configure
+from .facade.client import shutdown
 
 
 def _say(text: str) -> None:
@@ -77,6 +78,7 @@ def run_demo(prompt: str) -> None:
             )
             asyncio.run(_show(agent, prompt))
         finally:
+            shutdown()
             worker.stop()
             _say("stopped the worker")
 

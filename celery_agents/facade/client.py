@@ -127,17 +127,25 @@ _settings: Settings | None = None
 
 def configure(settings: Settings | None = None, **overrides: Any) -> Settings:
     """Point the facade at a Redis/broker: ``configure(Settings(...))`` or keyword overrides."""
-    global _client, _settings
+    global _settings
     base = settings or Settings()
     if overrides:
         base = base.model_copy(update=overrides)
+    shutdown()
     with _lock:
-        old, _client, _settings = _client, None, base
+        _settings = base
+    return base
+
+
+def shutdown() -> None:
+    """Close the facade's connections (the next call opens new ones)."""
+    global _client
+    with _lock:
+        old, _client = _client, None
     if old is not None:
         from .bridge import run_sync
 
         run_sync(old.aclose())
-    return base
 
 
 def get_client() -> AgentsClient:

@@ -22,7 +22,7 @@ import yaml
 from ..config.settings import Settings
 from ..embedded.redis_server import RedisServer, start_redis_server
 from ..embedded.worker import WorkerProcess, start_worker
-from ..facade.client import configure
+from ..facade.client import configure, shutdown
 from .scripted_server import ScriptedModelServer
 
 # Workers under test retry fast, so failure paths finish in well under a second.
@@ -39,6 +39,7 @@ def agents_redis() -> Iterator[RedisServer]:
     try:
         yield server
     finally:
+        shutdown()  # the facade lets go of this Redis before it stops
         server.stop()
 
 
