@@ -51,15 +51,28 @@ class FunctionModel:
         )
 
 
+class TestModel(FunctionModel):
+    """A built-in offline behaviour: ``TestModel("echo")`` is what ``test:echo`` runs."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, behaviour: str = "echo") -> None:
+        if behaviour not in _BUILTIN:
+            raise _unknown(behaviour)
+        super().__init__(_BUILTIN[behaviour], ref=f"test:{behaviour}")
+
+
 def offline_model(behaviour: str) -> FunctionModel:
-    """The model for ``test:<behaviour>``."""
-    ref = f"test:{behaviour}"
+    """The model for ``test:<behaviour>``: a registered function, else a built-in."""
     if behaviour in _FUNCTION_MODELS:
-        return FunctionModel(_FUNCTION_MODELS[behaviour], ref=ref)
-    if behaviour in _BUILTIN:
-        return FunctionModel(_BUILTIN[behaviour], ref=ref)
+        return FunctionModel(_FUNCTION_MODELS[behaviour], ref=f"test:{behaviour}")
+    return TestModel(behaviour)
+
+
+def _unknown(behaviour: str) -> UnknownProviderError:
+    ref = f"test:{behaviour}"
     known = ", ".join(sorted({*_BUILTIN, *_FUNCTION_MODELS}))
-    raise UnknownProviderError(f"unknown test model {ref!r} (known: {known})", model=ref)
+    return UnknownProviderError(f"unknown test model {ref!r} (known: {known})", model=ref)
 
 
 def last_user_text(request: ModelRequest) -> str:
