@@ -23,6 +23,7 @@ from typing import Any, TypeVar, get_type_hints, overload
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from .errors import ConfigError, ToolError, UnknownToolError
+from .validation import field_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -75,7 +76,9 @@ class Tool:
         except json.JSONDecodeError as exc:
             raise ToolError(f"tool {self.name!r}: arguments are not valid JSON: {exc}") from None
         except ValidationError as exc:
-            raise ToolError(f"tool {self.name!r}: invalid arguments: {_brief(exc)}") from None
+            raise ToolError(
+                f"tool {self.name!r}: invalid arguments: {field_errors(exc, root='arguments')}"
+            ) from None
 
     async def call(self, args: dict[str, Any]) -> Any:
         """Run the tool; sync functions run off the event loop."""
@@ -171,10 +174,3 @@ def _args_model(tool_name: str, function: Callable[..., Any]) -> type[BaseModel]
         default = ... if param.default is param.empty else param.default
         fields[param.name] = (annotation, default)
     return create_model(f"{tool_name}_args", __config__=ConfigDict(extra="forbid"), **fields)
-
-
-def _brief(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
-        for err in exc.errors()
-    )

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ConfigError, UnknownAgentError, UnknownProviderError
+from ..validation import field_errors
 
 if TYPE_CHECKING:
     from ..facade.agent import Agent
@@ -147,7 +148,9 @@ class AgentsManifest(_Strict):
         try:
             manifest = cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(_describe(source, exc), path=source) from None
+            raise ConfigError(
+                f"{source}: {field_errors(exc, root='(top level)')}", path=source
+            ) from None
         manifest.source = source
         return manifest
 
@@ -189,12 +192,3 @@ def parse_model_ref(model: str) -> tuple[str, str]:
     if not provider or not name:
         raise ValueError(f"model {model!r} must look like 'provider:name'")
     return provider, name
-
-
-def _describe(source: str, exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        field = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{field}: {msg}")
-    return f"{source}: " + "; ".join(lines)

@@ -20,6 +20,7 @@ from ..errors import UnknownProviderError, UnknownToolError, UserError
 from ..messages import ChatMessage
 from ..tasks.payload import RunPayload
 from ..tools import REGISTRY
+from ..validation import field_errors
 from .bridge import on_io, run_sync
 from .client import AgentsClient, get_client
 from .follow import WAIT_GRACE, wait_message
@@ -56,8 +57,10 @@ class Agent:
                 }
             )
             parse_model_ref(model)
-        except (ValidationError, ValueError) as exc:
-            raise UserError(f"agent {name!r}: {_brief(exc)}", agent=name) from None
+        except ValidationError as exc:
+            raise UserError(f"agent {name!r}: {field_errors(exc)}", agent=name) from None
+        except ValueError as exc:
+            raise UserError(f"agent {name!r}: {exc}", agent=name) from None
         if not name:
             raise UserError("an agent needs a non-empty name")
         self.conversation_id = conversation_id or uuid.uuid4().hex
@@ -243,11 +246,3 @@ def _join(prompts: tuple[str, ...]) -> str:
     if not text.strip():
         raise UserError("the prompt is empty")
     return text
-
-
-def _brief(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
-        )
-    return str(exc)

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config.manifest import AgentSpec
 from ..errors import InvalidPayloadError
+from ..validation import field_errors
 
 PROMPT_PREVIEW = 60
 
@@ -31,10 +32,7 @@ class RunPayload(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            fields = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}"
-                for e in exc.errors()
-            )
+            fields = field_errors(exc, root="payload")
             raise InvalidPayloadError(f"invalid run payload: {fields}") from None
 
     def summary(self) -> dict[str, Any]:
