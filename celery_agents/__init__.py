@@ -13,6 +13,9 @@ _EXPORTS = {
     "Agent": "facade",
     "RunHandle": "facade",
     "RunStream": "facade",
+    "Team": "facade",
+    "TeamRun": "facade",
+    "TextChunk": "facade",
     "configure": "facade",
     "AgentsManifest": "config",
     "Settings": "config",
@@ -28,6 +31,8 @@ _EXPORTS = {
     "RunCancelled": "errors",
     "RunError": "errors",
     "RunTimeout": "errors",
+    "StageError": "errors",
+    "TeamRunError": "errors",
     "ToolError": "errors",
     "UnknownAgentError": "errors",
     "UnknownProviderError": "errors",
@@ -49,7 +54,12 @@ __all__ = [
     "RunStream",
     "RunTimeout",
     "Settings",
+    "StageError",
     "Talk",
+    "Team",
+    "TeamRun",
+    "TeamRunError",
+    "TextChunk",
     "ToolError",
     "UnknownAgentError",
     "UnknownProviderError",
@@ -83,6 +93,8 @@ if TYPE_CHECKING:
         RunCancelled,
         RunError,
         RunTimeout,
+        StageError,
+        TeamRunError,
         ToolError,
         UnknownAgentError,
         UnknownProviderError,
@@ -90,6 +102,6 @@ if TYPE_CHECKING:
         UserError,
     )
     from .events import Event
-    from .facade import Agent, RunHandle, RunStream, configure
+    from .facade import Agent, RunHandle, RunStream, Team, TeamRun, TextChunk, configure
     from .messages import AgentResponse, ChatMessage, Talk, Usage
     from .tools import tool

@@ -23,6 +23,10 @@ class Keys:
         """Counter that hands out a run's gap-free event sequence numbers."""
         return f"{self.prefix}:run:{run_id}:seq"
 
+    def run_usage(self, run_id: str) -> str:
+        """Hash of the tokens and cost a Team/TeamRun's members used (rolled up as they end)."""
+        return f"{self.prefix}:run:{run_id}:usage"
+
     def conversation(self, conversation_id: str) -> str:
         """List of a conversation's messages (JSON)."""
         return f"{self.prefix}:conv:{conversation_id}:messages"

@@ -16,6 +16,7 @@ from ..validation import field_errors
 
 if TYPE_CHECKING:
     from ..facade.agent import Agent
+    from ..facade.team import Team, TeamRun
 
 BUILTIN_PROVIDERS = ("openai", "local", "test")
 DEFAULT_PROVIDER = "openai"
@@ -180,6 +181,29 @@ class AgentsManifest(_Strict):
         from ..facade.agent import Agent  # the facade sits above config; import on use
 
         return Agent.from_spec(self.agent_spec(name))
+
+    def get_team(self, name: str) -> Team | TeamRun:
+        """The ``Team`` (mode parallel) or ``TeamRun`` (mode sequential) named ``name``."""
+        from ..facade.team import Team, TeamRun
+
+        def build(team_name: str, path: tuple[str, ...]) -> Team | TeamRun:
+            if team_name in path:
+                cycle = " -> ".join([*path, team_name])
+                raise ConfigError(f"{self.source or 'manifest'}: teams.{team_name}: cycle {cycle}")
+            spec = self.teams.get(team_name)
+            if spec is None:
+                known = ", ".join(sorted(self.teams)) or "none"
+                raise UnknownAgentError(
+                    f"unknown team {team_name!r} (known: {known})", team=team_name
+                )
+            members = [
+                self.get_agent(m) if m in self.agents else build(m, (*path, team_name))
+                for m in spec.members
+            ]
+            kind = Team if spec.mode == "parallel" else TeamRun
+            return kind(members, name=team_name, shared_prompt=spec.shared_prompt)
+
+        return build(name, ())
 
 
 def parse_model_ref(model: str) -> tuple[str, str]:

@@ -42,19 +42,21 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.log_path.unlink(missing_ok=True)
 
     def kill(self) -> None:
         """``kill -9``: no shutdown of any kind."""
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        self.log_path.unlink(missing_ok=True)
 
 
 def start_worker(
     redis_url: str,
     *,
     manifest: Path | None = None,
-    concurrency: int = 8,
+    concurrency: int = 16,
     pool: str = "threads",
     extra_env: dict[str, str] | None = None,
     key_prefix: str = "celery_agents",

@@ -1,8 +1,9 @@
-"""The user-facing API: ``Agent``, ``RunStream``, ``RunHandle`` and ``configure``."""
+"""The user-facing API: ``Agent``, ``Team``, ``TeamRun``, ``RunHandle``, ``configure``."""
 
 from .agent import Agent
 from .client import configure
 from .handle import RunHandle
-from .stream import RunStream
+from .stream import RunStream, TextChunk
+from .team import Team, TeamRun
 
-__all__ = ["Agent", "RunHandle", "RunStream", "configure"]
+__all__ = ["Agent", "RunHandle", "RunStream", "Team", "TeamRun", "TextChunk", "configure"]

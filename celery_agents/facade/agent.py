@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from ..config.manifest import AgentSpec, ModelSettings, parse_model_ref
 from ..errors import UnknownProviderError, UnknownToolError, UserError
 from ..messages import ChatMessage
+from ..streaming.hub import RunWatch
 from ..tasks.payload import RunPayload
 from ..tools import REGISTRY
 from ..validation import field_errors
@@ -26,6 +27,9 @@ from .client import AgentsClient, get_client
 from .follow import WAIT_GRACE, wait_message
 from .handle import RunHandle
 from .stream import RunStream
+
+if TYPE_CHECKING:
+    from .team import Member, Team, TeamRun
 
 
 class Agent:
@@ -99,7 +103,9 @@ class Agent:
         timeout: float | None = None,
     ) -> ChatMessage:
         """Run once on a worker; returns the assistant's message (prompts joined as one)."""
-        payload = self._payload(_join(prompts), store_history, model, conversation_id, timeout)
+        payload = self._payload(
+            join_prompts(prompts), store_history, model, conversation_id, timeout
+        )
         return await on_io(_run(payload))
 
     def run_sync(
@@ -148,8 +154,15 @@ class Agent:
         timeout: float | None = None,
     ) -> RunStream:
         """``async with agent.run_stream(p) as s:`` then ``s.stream()`` yields text deltas."""
-        payload = self._payload(_join(prompts), store_history, model, conversation_id, timeout)
-        return RunStream(payload, _check_tools)
+        payload = self._payload(
+            join_prompts(prompts), store_history, model, conversation_id, timeout
+        )
+        return RunStream(
+            lambda: start_run(payload),
+            run_id=payload.run_id,
+            name=self.name,
+            timeout=payload.timeout,
+        )
 
     async def submit(
         self,
@@ -160,8 +173,10 @@ class Agent:
         timeout: float | None = None,
     ) -> RunHandle:
         """Queue a run and return at once with its ``RunHandle``."""
-        payload = self._payload(_join(prompts), store_history, model, conversation_id, timeout)
-        await on_io(_check_tools(get_client(), payload))
+        payload = self._payload(
+            join_prompts(prompts), store_history, model, conversation_id, timeout
+        )
+        await on_io(check_tools(get_client(), payload.agent.name, set(payload.agent.tools)))
         get_client().send(payload)
         return RunHandle(payload.run_id, timeout=payload.timeout)
 
@@ -176,15 +191,8 @@ class Agent:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _payload(
-        self,
-        prompt: str,
-        store_history: bool,
-        model: str | None,
-        conversation_id: str | None,
-        timeout: float | None,
-    ) -> RunPayload:
-        client = get_client()
+    def resolved_spec(self, model: str | None = None) -> AgentSpec:
+        """The spec a run sends (with a per-call model), checked against known providers."""
         spec = self.spec
         if model is not None:
             try:
@@ -193,35 +201,56 @@ class Agent:
                 raise UserError(f"model: {exc}") from None
             spec = spec.model_copy(update={"model": model})
         provider, _ = parse_model_ref(spec.model)
-        if provider not in client.manifest.provider_names:
-            known = ", ".join(sorted(client.manifest.provider_names))
+        known = get_client().manifest.provider_names
+        if provider not in known:
             raise UnknownProviderError(
                 f"agent {self.name!r}: unknown provider {provider!r} in model {spec.model!r} "
-                f"(known: {known})",
+                f"(known: {', '.join(sorted(known))})",
                 provider=provider,
             )
-        if timeout is not None and timeout <= 0:
-            raise UserError(f"timeout must be positive, got {timeout}")
+        return spec
+
+    def __and__(self, other: Member) -> Team:
+        from .team import Team
+
+        return Team.join(self, other)
+
+    def __or__(self, other: Member) -> TeamRun:
+        from .team import TeamRun
+
+        return TeamRun.join(self, other)
+
+    def _payload(
+        self,
+        prompt: str,
+        store_history: bool,
+        model: str | None,
+        conversation_id: str | None,
+        timeout: float | None,
+    ) -> RunPayload:
         return RunPayload(
             run_id=uuid.uuid4().hex,
-            agent=spec,
+            agent=self.resolved_spec(model),
             prompt=prompt,
             conversation_id=conversation_id or self.conversation_id,
             store_history=store_history,
-            timeout=timeout or client.settings.run_timeout,
+            timeout=run_timeout(timeout),
         )
 
 
 async def _run(payload: RunPayload) -> ChatMessage:
+    return await wait_message(await start_run(payload), payload.timeout + WAIT_GRACE)
+
+
+async def start_run(payload: RunPayload) -> RunWatch:
+    """Check the run's tools, subscribe, send (on the I/O loop)."""
     client = get_client()
-    await _check_tools(client, payload)
-    watch = await client.start(payload)
-    return await wait_message(watch, payload.timeout + WAIT_GRACE)
+    await check_tools(client, payload.agent.name, set(payload.agent.tools))
+    return await client.start(payload)
 
 
-async def _check_tools(client: AgentsClient, payload: RunPayload) -> None:
+async def check_tools(client: AgentsClient, who: str, wanted: set[str]) -> None:
     """Refuse tool names no one can run: not in the manifest, here, or on a live worker."""
-    wanted = set(payload.agent.tools)
     if not wanted:
         return
     known = set(client.manifest.tools) | REGISTRY.names()
@@ -230,13 +259,19 @@ async def _check_tools(client: AgentsClient, payload: RunPayload) -> None:
     missing = sorted(wanted - known)
     if missing:
         raise UnknownToolError(
-            f"agent {payload.agent.name!r}: unknown tool(s) {', '.join(missing)}: not in the "
-            "manifest, not registered here, and not offered by any live worker",
+            f"{who!r}: unknown tool(s) {', '.join(missing)}: not in the manifest, not "
+            "registered here, and not offered by any live worker",
             tools=missing,
         )
 
 
-def _join(prompts: tuple[str, ...]) -> str:
+def run_timeout(timeout: float | None) -> float:
+    if timeout is not None and timeout <= 0:
+        raise UserError(f"timeout must be positive, got {timeout}")
+    return timeout or get_client().settings.run_timeout
+
+
+def join_prompts(prompts: tuple[str, ...]) -> str:
     if not prompts:
         raise UserError("a run needs a prompt")
     for prompt in prompts:

@@ -21,10 +21,12 @@ from ..keys import Keys
 from ..messages import ChatMessage
 from ..streaming.hub import EventHub, RunWatch
 from ..tasks.app import create_client_app
-from ..tasks.names import RUN_AGENT
+from ..tasks.names import RUN_AGENT, RUN_TEAM
 from ..tasks.payload import RunPayload
+from ..tasks.tree import TreePayload
 
 _WORKER_TOOLS_TTL = 5.0
+CLIENT_NAME = "celery-agents-client"  # how the facade's connections show in CLIENT LIST
 
 
 class AgentsClient:
@@ -47,7 +49,9 @@ class AgentsClient:
     @property
     def redis(self) -> aioredis.Redis:
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(self.settings.redis_url, health_check_interval=30)
+            self._redis = aioredis.Redis.from_url(
+                self.settings.redis_url, health_check_interval=30, client_name=CLIENT_NAME
+            )
         return self._redis
 
     @property
@@ -62,17 +66,17 @@ class AgentsClient:
             self._history = ConversationStore(self.redis, self.keys, ttl=self.settings.history_ttl)
         return self._history
 
-    def send(self, payload: RunPayload) -> None:
+    def send(self, payload: RunPayload | TreePayload) -> None:
         """Queue the run's task (thread-safe; Celery pools its producers)."""
         self.app.send_task(
-            RUN_AGENT,
+            RUN_AGENT if isinstance(payload, RunPayload) else RUN_TEAM,
             kwargs={"payload": payload.model_dump(mode="json")},
             task_id=payload.run_id,
             kwargsrepr=json.dumps(payload.summary()),
             argsrepr="()",
         )
 
-    async def start(self, payload: RunPayload) -> RunWatch:
+    async def start(self, payload: RunPayload | TreePayload) -> RunWatch:
         """Subscribe to the run's channel, then send its task: no event can be missed."""
         watch = await self.hub.watch(payload.run_id, replay=False)
         try:

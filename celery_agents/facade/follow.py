@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from ..errors import RunTimeout
-from ..events import Event, RunState, is_terminal
+from ..events import Event, MemberFailed, MessageEvent, RunStarted, RunState, is_terminal
 from ..messages import ChatMessage
 from ..streaming.hub import RunWatch
 
@@ -16,24 +16,43 @@ WAIT_GRACE = 5.0
 
 
 async def follow(watch: RunWatch, timeout: float) -> AsyncIterator[Event]:
-    """Yield the run's events up to the terminal one; ``RunTimeout`` once ``timeout`` passes."""
+    """Yield the run's events up to the terminal one; ``RunTimeout`` once ``timeout`` passes
+    (naming the members of a Team/TeamRun that started and never ended)."""
     deadline = asyncio.get_running_loop().time() + timeout
+    running: dict[str, str] = {}
     try:
         while True:
             try:
                 async with asyncio.timeout_at(deadline):
                     event = await watch.next_event()
             except TimeoutError:
-                raise RunTimeout(
-                    f"no result from run {watch.run_id} within {timeout:g}s "
-                    "(is a worker running and consuming the queue?)",
-                    run_id=watch.run_id,
-                ) from None
+                raise _timeout(watch.run_id, timeout, running) from None
+            if event.member is not None:
+                if isinstance(event, RunStarted):
+                    running[event.run_id] = event.member
+                elif isinstance(event, MessageEvent | MemberFailed):
+                    running.pop(event.run_id, None)
             yield event
             if is_terminal(event):
                 return
     finally:
         await watch.close()
+
+
+def _timeout(run_id: str, timeout: float, running: dict[str, str]) -> RunTimeout:
+    if running:
+        names = ", ".join(sorted(set(running.values())))
+        return RunTimeout(
+            f"no result from run {run_id} within {timeout:g}s; still running: {names} "
+            "(a member's worker may have died)",
+            run_id=run_id,
+            running=sorted(running.values()),
+        )
+    return RunTimeout(
+        f"no result from run {run_id} within {timeout:g}s "
+        "(is a worker running and consuming the queue?)",
+        run_id=run_id,
+    )
 
 
 async def wait_message(watch: RunWatch, timeout: float) -> ChatMessage:

@@ -1,46 +1,54 @@
-"""``RunStream``: a run's events as they happen, from ``agent.run_stream(...)``."""
+"""``RunStream``: a run's events as they happen (``agent.run_stream``, ``team_run.run_stream``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
+from typing import Any
 
 from ..errors import UserError
 from ..events import Event, RunState, TextDelta
 from ..messages import ChatMessage
 from ..streaming.hub import RunWatch
-from ..tasks.payload import RunPayload
 from .bridge import iterate_on_io, on_io
-from .client import AgentsClient, get_client
 from .follow import WAIT_GRACE, follow
 
-Check = Callable[[AgentsClient, RunPayload], Awaitable[None]]
+Starter = Callable[[], Coroutine[Any, Any, RunWatch]]
+
+
+class TextChunk(str):
+    """A text delta that also says which agent produced it (``agent``, ``position``)."""
+
+    agent: str
+    position: tuple[int, ...]
+
+    def __new__(cls, text: str, agent: str, position: tuple[int, ...] = ()) -> TextChunk:
+        chunk = super().__new__(cls, text)
+        chunk.agent = agent
+        chunk.position = position
+        return chunk
 
 
 class RunStream:
     """``async with`` starts the run; ``stream()`` yields text, ``get_message()`` the result.
 
-    Leaving the block early stops listening; the run itself completes on its worker and
+    Leaving the block early stops listening; the run itself completes on its workers and
     stores its result.
     """
 
-    def __init__(self, payload: RunPayload, check: Check) -> None:
-        self.run_id = payload.run_id
-        self._payload = payload
-        self._check = check
-        self._state = RunState(payload.run_id)
+    def __init__(self, start: Starter, *, run_id: str, name: str, timeout: float) -> None:
+        self.run_id = run_id
+        self.name = name
+        self._start = start
+        self._timeout = timeout
+        self._state = RunState(run_id)
         self._watch: RunWatch | None = None
         self._events: AsyncIterator[Event] | None = None
 
     async def __aenter__(self) -> RunStream:
         self._watch = await on_io(self._start())
-        self._events = iterate_on_io(follow(self._watch, self._payload.timeout + WAIT_GRACE))
+        self._events = iterate_on_io(follow(self._watch, self._timeout + WAIT_GRACE))
         return self
-
-    async def _start(self) -> RunWatch:
-        client = get_client()
-        await self._check(client, self._payload)
-        return await client.start(self._payload)
 
     async def __aexit__(
         self,
@@ -54,21 +62,19 @@ class RunStream:
             await on_io(self._watch.close())
 
     async def events(self) -> AsyncIterator[Event]:
-        """Every event of the run (deltas, tool calls, the terminal event), in order."""
+        """Every event of the run (and of its members), in order, up to the terminal one."""
         if self._events is None:
-            raise UserError("use the stream inside `async with agent.run_stream(...) as stream:`")
+            raise UserError("use the stream inside `async with ....run_stream(...) as stream:`")
         async for event in self._events:
             self._state.apply(event)
             yield event
 
-    async def stream(self) -> AsyncIterator[str]:
-        """Text deltas as the model produces them; joined, they equal the final content.
-
-        Raises the run's error if it fails.
-        """
+    async def stream(self) -> AsyncIterator[TextChunk]:
+        """Text deltas as the models produce them, each tagged with its agent; for one agent,
+        joined they equal the final content. Raises the run's error if it fails."""
         async for event in self.events():
-            if isinstance(event, TextDelta) and event.member is None:
-                yield event.text
+            if isinstance(event, TextDelta):
+                yield TextChunk(event.text, event.member or self.name, tuple(event.position or ()))
         if self._state.error is not None:
             raise self._state.error
 

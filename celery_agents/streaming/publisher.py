@@ -1,8 +1,8 @@
-"""``EventPublisher``: PUBLISH an event and append it to the run's replay log, in one round trip."""
+"""``EventPublisher``: PUBLISH events and append them to replay logs, one round trip per event."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
@@ -20,21 +20,16 @@ class EventPublisher:
         self._ttl = ttl
         self._script = client.register_script(PUBLISH_EVENT)
 
-    async def publish(self, event: _Event, *, also_to: Iterable[str] = ()) -> int:
-        """Publish ``event`` on its run's channel (and on ``also_to`` runs' channels).
+    async def publish(self, event: _Event) -> int:
+        """Publish ``event`` on its own run's channel; returns its ``seq``."""
+        return await self.publish_to([(event.run_id, event)])
 
-        Returns the event's ``seq`` on its own run.
-        """
-        data = dump_event(event)
-        seq = await self._publish_to(event.run_id, data)
-        for run_id in also_to:
-            await self._publish_to(run_id, data)
-        return seq
-
-    async def _publish_to(self, run_id: str, data: str) -> int:
-        keys = self._keys
-        result = await self._script(
-            keys=[keys.run_seq(run_id), keys.run_log(run_id)],
-            args=[keys.run_channel(run_id), data, self._log_cap, self._ttl],
-        )
-        return int(result)
+    async def publish_to(self, targets: Sequence[tuple[str, _Event]]) -> int:
+        """Publish each ``(run_id, event)`` on that run's channel, atomically and in one round
+        trip; returns the ``seq`` the first one got."""
+        keys: list[str] = []
+        args: list[str | int] = [self._log_cap, self._ttl]
+        for run_id, event in targets:
+            keys += [self._keys.run_seq(run_id), self._keys.run_log(run_id)]
+            args += [self._keys.run_channel(run_id), dump_event(event)]
+        return int(await self._script(keys=keys, args=args))

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-# KEYS: seq counter, replay log. ARGV: channel, event JSON without seq, log cap, ttl seconds.
-# Redis hands out the sequence number, so events of one run published by several workers
-# (team members on the parent's channel) still get one gap-free order, which is also the
-# order of PUBLISH. The number is spliced in front of the JSON object's first field.
+# KEYS: (seq counter, replay log) per channel. ARGV: log cap, ttl, then (channel, event JSON
+# without seq) per channel. Redis hands out each run's sequence numbers, so the events of a
+# run published by several workers (team members on their parent's channel) still get one
+# gap-free order, which is also the order of PUBLISH. The number is spliced in front of the
+# JSON object's first field. All channels of one event cost one round trip.
 PUBLISH_EVENT = """
-local seq = redis.call('INCR', KEYS[1])
-local msg = '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2)
-redis.call('RPUSH', KEYS[2], msg)
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('PUBLISH', ARGV[1], msg)
-return seq
+local cap, ttl = tonumber(ARGV[1]), ARGV[2]
+local first = 0
+for i = 1, #KEYS, 2 do
+  local seq = redis.call('INCR', KEYS[i])
+  local msg = '{"seq":' .. seq .. ',' .. string.sub(ARGV[i + 3], 2)
+  redis.call('RPUSH', KEYS[i + 1], msg)
+  redis.call('LTRIM', KEYS[i + 1], -cap, -1)
+  redis.call('EXPIRE', KEYS[i], ttl)
+  redis.call('EXPIRE', KEYS[i + 1], ttl)
+  redis.call('PUBLISH', ARGV[i + 2], msg)
+  if i == 1 then first = seq end
+end
+return first
 """
 
 # KEYS: replay log. ARGV: first wanted seq. The log is capped from the head, so the index of

@@ -3,7 +3,8 @@
 Importing this package imports no task bodies; the worker registers them (``workers.app``).
 """
 
-from .names import RUN_AGENT
+from .names import COLLECT_TEAM, FINISH_CHAIN, RUN_AGENT, RUN_TEAM
 from .payload import RunPayload
+from .tree import TreePayload
 
-__all__ = ["RUN_AGENT", "RunPayload"]
+__all__ = ["COLLECT_TEAM", "FINISH_CHAIN", "RUN_AGENT", "RUN_TEAM", "RunPayload", "TreePayload"]

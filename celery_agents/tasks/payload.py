@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config.manifest import AgentSpec
-from ..errors import InvalidPayloadError
-from ..validation import field_errors
-
-PROMPT_PREVIEW = 60
+from .tree import Ancestor, Handoff
+from .wire import parse_payload, preview
 
 
 class RunPayload(BaseModel):
@@ -25,26 +23,29 @@ class RunPayload(BaseModel):
     conversation_id: str = Field(min_length=1, max_length=128)
     store_history: bool = True
     timeout: float = Field(gt=0)
+    # Set when the run is a member of a Team/TeamRun (see tasks/tree.py).
+    lineage: list[Ancestor] = Field(default_factory=list)
+    position: list[int] = Field(default_factory=list)
+    prefixes: list[str] = Field(default_factory=list)
+    handoff: Handoff | None = None
+    forwarded_from: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunPayload:
+        if len(self.lineage) != len(self.position):
+            raise ValueError("lineage and position must have the same length")
+        return self
 
     @classmethod
-    def parse(cls, data: Any) -> RunPayload:
+    def parse(cls, data: Any) -> Self:
         """Validate a task message's payload; an ``InvalidPayloadError`` names the bad fields."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            fields = field_errors(exc, root="payload")
-            raise InvalidPayloadError(f"invalid run payload: {fields}") from None
+        return parse_payload(cls, data)
 
     def summary(self) -> dict[str, Any]:
-        """Short, secret-free description for Flower and logs (never the whole prompt)."""
-        prompt = (
-            self.prompt
-            if len(self.prompt) <= PROMPT_PREVIEW
-            else self.prompt[:PROMPT_PREVIEW] + "…"
-        )
+        """Short, secret-free description for Flower and logs."""
         return {
             "agent": self.agent.name,
             "model": self.agent.model,
-            "prompt": prompt,
+            "prompt": preview(self.prompt),
             "run_id": self.run_id,
         }

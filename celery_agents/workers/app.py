@@ -13,14 +13,14 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from ..config.settings import Settings
 from ..tasks.app import create_app
-from ..tasks.run_agent import register_run_agent
+from ..tasks.shells import register_tasks
 from .runtime import close_runtime, get_runtime
 
 
 def create_worker_app(settings: Settings | None = None) -> Celery:
     settings = settings or Settings()
     app = create_app(settings)
-    register_run_agent(app)
+    register_tasks(app)
     app.conf.celery_agents_settings = settings
     return app
 

@@ -1,7 +1,8 @@
 """``execute_run``: one agent run on a worker, from payload to published result.
 
 Loads history, runs the agent loop, streams events, stores history, and always ends the run's
-stream with ``run.done`` or ``run.failed``, whatever went wrong.
+stream with ``run.done`` or ``run.failed``, whatever went wrong. Inside a TeamRun the run's
+prompt is the previous stage's output, and the first run of a stage announces the hand-off.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import time
 from typing import Any
 
 from ..errors import CeleryAgentsError, RunError, RunTimeout
-from ..events import RunDone, RunFailed, RunStarted, TextDelta, ToolCallEvent, ToolResultEvent
+from ..events import RunStarted, TalkEvent, TextDelta, ToolCallEvent, ToolResultEvent
 from ..llm.agent_loop import run_agent_loop
-from ..messages import ChatMessage, ToolCallInfo, Usage
+from ..messages import ChatMessage, Participant, ToolCallInfo, Usage
 from ..tasks.payload import RunPayload
+from ..tasks.records import MemberRecord
+from .channel import RunChannel, add_usage
 from .pricing import cost_of
 from .runtime import WorkerRuntime
 
@@ -23,17 +26,17 @@ log = logging.getLogger("celery_agents.run")
 
 
 class _Publishing:
-    """The agent loop's ``Emitter``: each progress step becomes an event on the run's channel."""
+    """The agent loop's ``Emitter``: each progress step becomes an event of the run."""
 
-    def __init__(self, runtime: WorkerRuntime, run_id: str) -> None:
-        self._publish = runtime.publisher.publish
-        self._run_id = run_id
+    def __init__(self, channel: RunChannel) -> None:
+        self._channel = channel
+        self._run_id = channel.run_id
 
     async def text(self, delta: str) -> None:
-        await self._publish(TextDelta(run_id=self._run_id, text=delta))
+        await self._channel.emit(TextDelta(run_id=self._run_id, text=delta))
 
     async def tool_call(self, call: ToolCallInfo) -> None:
-        await self._publish(
+        await self._channel.emit(
             ToolCallEvent(
                 run_id=self._run_id,
                 tool_call_id=call.tool_call_id,
@@ -43,7 +46,7 @@ class _Publishing:
         )
 
     async def tool_result(self, call: ToolCallInfo) -> None:
-        await self._publish(
+        await self._channel.emit(
             ToolResultEvent(
                 run_id=self._run_id,
                 tool_call_id=call.tool_call_id,
@@ -54,13 +57,38 @@ class _Publishing:
         )
 
 
+def run_channel(runtime: WorkerRuntime, payload: RunPayload) -> RunChannel:
+    return RunChannel(
+        runtime.publisher,
+        payload.run_id,
+        payload.agent.name,
+        tuple(payload.lineage),
+        tuple(payload.position),
+    )
+
+
 async def execute_run(
-    runtime: WorkerRuntime, payload: RunPayload, *, attempt: int = 1
+    runtime: WorkerRuntime,
+    payload: RunPayload,
+    *,
+    previous: MemberRecord | None = None,
+    attempt: int = 1,
 ) -> ChatMessage:
-    """Run ``payload``; returns the assistant message or raises the run's error (both published)."""
+    """Run ``payload`` (on ``previous``'s output inside a TeamRun); returns the assistant
+    message or raises the run's error, both published."""
     run_id, agent = payload.run_id, payload.agent
+    channel = run_channel(runtime, payload)
     started = time.monotonic()
-    await runtime.publisher.publish(
+    if payload.handoff is not None and previous is not None:
+        chain = payload.handoff.chain
+        await channel.ancestor(chain.run_id).emit(
+            TalkEvent(
+                run_id=chain.run_id,
+                source=Participant(name=previous.name),
+                targets=[Participant(name=payload.handoff.target)],
+            )
+        )
+    await channel.emit(
         RunStarted(
             run_id=run_id,
             agent=agent.name,
@@ -72,10 +100,10 @@ async def execute_run(
     log.info("run start run_id=%s agent=%s model=%s", run_id, agent.name, agent.model)
     try:
         async with asyncio.timeout(payload.timeout):
-            message = await _run(runtime, payload, started)
+            message = await _run(runtime, payload, channel, previous, started)
     except TimeoutError:
         error: CeleryAgentsError = RunTimeout(
-            f"run {run_id} timed out after {payload.timeout}s",
+            f"run {run_id} timed out after {payload.timeout:g}s",
             run_id=run_id,
             timeout=payload.timeout,
         )
@@ -85,42 +113,38 @@ async def execute_run(
         log.exception("run %s crashed", run_id)
         error = RunError(f"run {run_id} failed: {type(exc).__name__}: {exc}", run_id=run_id)
     else:
-        await runtime.publisher.publish(RunDone(run_id=run_id, message=message))
-        usage = message.usage or Usage()
-        log.info(
-            "run end run_id=%s agent=%s model=%s status=succeeded tokens_in=%d tokens_out=%d "
-            "duration=%.3f",
-            run_id,
-            agent.name,
-            agent.model,
-            usage.input_tokens,
-            usage.output_tokens,
-            time.monotonic() - started,
+        await add_usage(
+            runtime.redis,
+            runtime.keys,
+            channel.lineage,
+            message.usage or Usage(),
+            message.cost,
+            ttl=runtime.settings.result_ttl,
         )
+        await channel.done(message)
+        _log_end(payload, started, "succeeded", message.usage)
         return message
-    await publish_failure(runtime, run_id, error)
-    log.info(
-        "run end run_id=%s agent=%s model=%s status=failed error=%s duration=%.3f",
-        run_id,
-        agent.name,
-        agent.model,
-        type(error).__name__,
-        time.monotonic() - started,
-    )
+    await channel.failed(error)
+    _log_end(payload, started, f"failed error={type(error).__name__}", None)
     raise error
 
 
-async def publish_failure(runtime: WorkerRuntime, run_id: str, error: CeleryAgentsError) -> None:
-    await runtime.publisher.publish(RunFailed(run_id=run_id, error=error.to_json()))
-
-
-async def _run(runtime: WorkerRuntime, payload: RunPayload, started: float) -> ChatMessage:
+async def _run(
+    runtime: WorkerRuntime,
+    payload: RunPayload,
+    channel: RunChannel,
+    previous: MemberRecord | None,
+    started: float,
+) -> ChatMessage:
     agent = payload.agent
     tools = {name: runtime.tools.get(name) for name in agent.tools}  # refuses unregistered names
     model = await runtime.models.get(agent.model)
     history = await runtime.history.load(payload.conversation_id)
+    prompt = payload.prompt
+    if previous is not None and previous.message is not None:
+        prompt = as_prompt(previous.message)
     user = ChatMessage(
-        content=payload.prompt,
+        content="\n\n".join([*payload.prefixes, prompt]),
         role="user",
         run_id=payload.run_id,
         conversation_id=payload.conversation_id,
@@ -130,7 +154,7 @@ async def _run(runtime: WorkerRuntime, payload: RunPayload, started: float) -> C
         _chat_messages(agent.system_prompt, [*history, user]),
         tools=tools,
         settings=agent.model_settings,
-        emit=_Publishing(runtime, payload.run_id),
+        emit=_Publishing(channel),
         max_turns=runtime.settings.max_tool_turns,
     )
     message = ChatMessage(
@@ -144,10 +168,21 @@ async def _run(runtime: WorkerRuntime, payload: RunPayload, started: float) -> C
         cost=cost_of(runtime.manifest, agent.model, result.usage),
         response_time=round(time.monotonic() - started, 6),
         tool_calls=result.tool_calls,
+        forwarded_from=payload.forwarded_from,
     )
     if payload.store_history:
         await runtime.history.append(payload.conversation_id, payload.run_id, [user, message])
     return message
+
+
+def as_prompt(message: ChatMessage) -> str:
+    """How a message becomes the next TeamRun stage's prompt: a Team's answer lists each
+    member's output under the member's name (nested Teams likewise)."""
+    members = message.associated_messages
+    if not members:
+        return message.text
+    names = message.metadata.get("members") or [m.name for m in members]
+    return "\n\n".join(f"{name}:\n{as_prompt(m)}" for name, m in zip(names, members, strict=False))
 
 
 def _chat_messages(system_prompt: str, history: list[ChatMessage]) -> list[dict[str, Any]]:
@@ -156,3 +191,17 @@ def _chat_messages(system_prompt: str, history: list[ChatMessage]) -> list[dict[
         messages.append({"role": "system", "content": system_prompt})
     messages.extend({"role": m.role, "content": m.text} for m in history)
     return messages
+
+
+def _log_end(payload: RunPayload, started: float, status: str, usage: Usage | None) -> None:
+    usage = usage or Usage()
+    log.info(
+        "run end run_id=%s agent=%s model=%s status=%s tokens_in=%d tokens_out=%d duration=%.3f",
+        payload.run_id,
+        payload.agent.name,
+        payload.agent.model,
+        status,
+        usage.input_tokens,
+        usage.output_tokens,
+        time.monotonic() - started,
+    )

@@ -50,7 +50,9 @@ class WorkerRuntime:
         self._heartbeat: concurrent.futures.Future[None] | None = None
 
     async def _connect(self) -> aioredis.Redis:
-        return aioredis.Redis.from_url(self.settings.redis_url, health_check_interval=30)
+        return aioredis.Redis.from_url(
+            self.settings.redis_url, health_check_interval=30, client_name="celery-agents-worker"
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerRuntime:

@@ -1,0 +1,226 @@
+"""``Team`` (parallel: a Celery chord) and ``TeamRun`` (sequential: a Celery chain).
+
+    team = analyst & critic                 # Team([analyst, critic])
+    chain = researcher | writer | editor    # TeamRun([researcher, writer, editor])
+    msg = await team.run("analyze this")    # content: the members' outputs, in member order
+    msg = chain.run_sync("analyze this")    # the last stage's message
+
+Operators return new objects and never change their operands. ``a & b & c`` is one Team of
+three; a named Team (or one with a shared prompt) stays one member: ``(a | b) & c`` is a
+Team whose first member is the TeamRun.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from typing import ClassVar, Self, TypeAlias
+
+from ..errors import UserError
+from ..events import Event, MessageEvent, RunFailed, TalkEvent
+from ..messages import AgentResponse, ChatMessage, Talk
+from ..streaming.hub import RunWatch
+from ..tasks.tree import AgentNode, ChainNode, TeamNode, TreePayload
+from .agent import Agent, check_tools, join_prompts, run_timeout
+from .bridge import iterate_on_io, on_io, run_sync
+from .client import get_client
+from .follow import WAIT_GRACE, follow, wait_message
+from .stream import RunStream
+
+Member: TypeAlias = "Agent | Team | TeamRun"
+
+
+class _Group:
+    kind: ClassVar[str]
+    separator: ClassVar[str]
+    name: str
+
+    def __init__(
+        self,
+        members: Iterable[Member],
+        *,
+        name: str | None = None,
+        shared_prompt: str | None = None,
+    ) -> None:
+        self.members: list[Member] = list(members)
+        if not self.members:
+            raise UserError(f"a {type(self).__name__} needs at least one member")
+        for member in self.members:
+            if not isinstance(member, Agent | Team | TeamRun):
+                raise UserError(
+                    f"{type(self).__name__} members must be Agents, Teams or TeamRuns, "
+                    f"got {type(member).__name__}"
+                )
+        self._anonymous = name is None and shared_prompt is None
+        self.name = name or self.separator.join(m.name for m in self.members)
+        self.shared_prompt = shared_prompt
+
+    @classmethod
+    def join(cls, left: Member, right: Member) -> Self:
+        """``left op right``: operator-made groups of the same kind merge; others nest."""
+        parts: list[Member] = []
+        for side in (left, right):
+            if isinstance(side, cls) and side._anonymous:
+                parts.extend(side.members)
+            else:
+                parts.append(side)
+        return cls(parts)
+
+    def __and__(self, other: Member) -> Team:
+        return Team.join(self, other)  # type: ignore[arg-type]
+
+    def __or__(self, other: Member) -> TeamRun:
+        return TeamRun.join(self, other)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.members!r}, name={self.name!r})"
+
+    def agents(self) -> list[Agent]:
+        """Every agent in the tree, depth first."""
+        found: list[Agent] = []
+        for member in self.members:
+            found.extend([member] if isinstance(member, Agent) else member.agents())
+        return found
+
+    def to_node(self, model: str | None = None) -> TeamNode | ChainNode:
+        """The tree as it crosses the broker (checks every agent's provider)."""
+        members = [
+            AgentNode(agent=m.resolved_spec(model), conversation_id=m.conversation_id)
+            if isinstance(m, Agent)
+            else m.to_node(model)
+            for m in self.members
+        ]
+        node_type = TeamNode if self.kind == "team" else ChainNode
+        return node_type(name=self.name, shared_prompt=self.shared_prompt, members=members)
+
+    def _tree(
+        self,
+        prompts: tuple[str, ...],
+        store_history: bool,
+        model: str | None,
+        timeout: float | None,
+    ) -> TreePayload:
+        return TreePayload(
+            run_id=uuid.uuid4().hex,
+            node=self.to_node(model),
+            prompt=join_prompts(prompts),
+            store_history=store_history,
+            timeout=run_timeout(timeout),
+        )
+
+    async def _start(self, tree: TreePayload) -> RunWatch:
+        client = get_client()
+        tools = {t for agent in self.agents() for t in agent.spec.tools}
+        await check_tools(client, self.name, tools)
+        return await client.start(tree)
+
+    async def run(
+        self,
+        *prompts: str,
+        store_history: bool = True,
+        model: str | None = None,
+        timeout: float | None = None,
+    ) -> ChatMessage:
+        """Run the whole tree on the workers; returns its one message."""
+        tree = self._tree(prompts, store_history, model, timeout)
+
+        async def go() -> ChatMessage:
+            return await wait_message(await self._start(tree), tree.timeout + WAIT_GRACE)
+
+        return await on_io(go())
+
+    def run_sync(
+        self,
+        *prompts: str,
+        store_history: bool = True,
+        model: str | None = None,
+        timeout: float | None = None,
+    ) -> ChatMessage:
+        """``run`` for synchronous code; also works inside a running event loop."""
+        return run_sync(
+            self.run(*prompts, store_history=store_history, model=model, timeout=timeout)
+        )
+
+    async def run_iter(
+        self,
+        *prompts: str,
+        store_history: bool = True,
+        model: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[ChatMessage]:
+        """Team: each member's message as it finishes. TeamRun: each stage's, in order.
+
+        Raises the run's error at the end if it failed (a Team fails only if all members do).
+        """
+        tree = self._tree(prompts, store_history, model, timeout)
+        async for event in self._follow(tree):
+            if isinstance(event, MessageEvent) and _direct(event.position):
+                yield event.message
+
+    async def _follow(self, tree: TreePayload) -> AsyncIterator[Event]:
+        watch = await on_io(self._start(tree))
+        async for event in iterate_on_io(follow(watch, tree.timeout + WAIT_GRACE)):
+            if isinstance(event, RunFailed) and event.member is None:
+                raise event.exception()
+            yield event
+
+
+class Team(_Group):
+    """Members run in parallel, as one Celery chord; ``run`` returns one message."""
+
+    kind = "team"
+    separator = "&"
+
+    def run_stream(self, *prompts: str, **options: object) -> RunStream:
+        raise UserError(
+            f"team {self.name!r} runs its members in parallel and does not stream one text; "
+            "follow it with `async for message in team.run_iter(...)`"
+        )
+
+
+class TeamRun(_Group):
+    """Stages run in order, each on the previous stage's output, as one Celery chain."""
+
+    kind = "chain"
+    separator = "|"
+
+    def run_stream(
+        self,
+        *prompts: str,
+        store_history: bool = True,
+        model: str | None = None,
+        timeout: float | None = None,
+    ) -> RunStream:
+        """Token deltas of every stage, each ``TextChunk`` tagged with its agent."""
+        tree = self._tree(prompts, store_history, model, timeout)
+        return RunStream(
+            lambda: self._start(tree), run_id=tree.run_id, name=self.name, timeout=tree.timeout
+        )
+
+    async def execute_iter(
+        self,
+        *prompts: str,
+        store_history: bool = True,
+        model: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[AgentResponse | Talk]:
+        """``AgentResponse`` of stage 1, then ``Talk`` + ``AgentResponse`` per later stage.
+
+        A failing stage ends it: what succeeded was yielded, then ``StageError`` is raised.
+        """
+        tree = self._tree(prompts, store_history, model, timeout)
+        last: ChatMessage | None = None
+        async for event in self._follow(tree):
+            if isinstance(event, MessageEvent) and _direct(event.position):
+                last = event.message
+                yield AgentResponse(
+                    agent_name=event.member or "",
+                    message=event.message,
+                    timing=event.message.response_time,
+                )
+            elif isinstance(event, TalkEvent) and event.member is None:
+                yield Talk(source=event.source, targets=list(event.targets), message=last)
+
+
+def _direct(position: list[int] | None) -> bool:
+    return position is not None and len(position) == 1

@@ -1,0 +1,117 @@
+"""The canvas of a Team/TeamRun tree: Team -> chord(group(members), collect_team), TeamRun ->
+chain(stages..., finish_chain). Nested nodes compose; no task ever waits on another's result.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+from celery import Celery, chain, chord, group
+from celery.canvas import Signature
+
+from .names import COLLECT_TEAM, FINISH_CHAIN, RUN_AGENT
+from .payload import RunPayload
+from .tree import AgentNode, Ancestor, ChainNode, GroupPayload, Handoff, TeamNode, TreePayload
+
+
+def build_canvas(app: Celery, tree: TreePayload) -> Signature:
+    """The whole tree as one canvas; the root node's run id is ``tree.run_id``."""
+    return _Builder(app, tree).node(tree.node, tree.run_id, _Place((), (), (), ()), None)
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where a node sits: its Teams/TeamRuns above, its path, the shared prompts that reach
+    it, and the TeamRun stages before it (its ``forwarded_from``)."""
+
+    lineage: tuple[Ancestor, ...]
+    position: tuple[int, ...]
+    prefixes: tuple[str, ...]
+    forwarded: tuple[str, ...]
+
+
+class _Builder:
+    def __init__(self, app: Celery, tree: TreePayload) -> None:
+        self.app = app
+        self.tree = tree
+
+    def node(
+        self,
+        node: AgentNode | TeamNode | ChainNode,
+        run_id: str,
+        place: _Place,
+        handoff: Handoff | None,
+    ) -> Signature:
+        if isinstance(node, AgentNode):
+            return self.agent(node, run_id, place, handoff)
+        me = Ancestor(run_id=run_id, name=node.name)
+        prefixes = (*place.prefixes, node.shared_prompt) if node.shared_prompt else place.prefixes
+        members = []
+        for index, member in enumerate(node.members):
+            forwarded = place.forwarded
+            if isinstance(node, ChainNode) and index > 0:
+                member_handoff: Handoff | None = Handoff(chain=me, target=member.name)
+                forwarded = (*forwarded, *(m.name for m in node.members[:index]))
+            else:
+                member_handoff = handoff if index == 0 else None
+            below = _Place((*place.lineage, me), (*place.position, index), prefixes, forwarded)
+            members.append(self.node(member, _new_id(), below, member_handoff))
+        end = GroupPayload(
+            run_id=run_id,
+            name=node.name,
+            kind=node.kind,
+            lineage=list(place.lineage),
+            position=list(place.position),
+            forwarded_from=list(place.forwarded),
+        ).model_dump(mode="json")
+        if isinstance(node, TeamNode):
+            return chord(group(members), self.task(COLLECT_TEAM, end, run_id, {"team": node.name}))
+        return chain(*members, self.task(FINISH_CHAIN, end, run_id, {"team_run": node.name}))
+
+    def agent(
+        self, node: AgentNode, run_id: str, place: _Place, handoff: Handoff | None
+    ) -> Signature:
+        payload = RunPayload(
+            run_id=run_id,
+            agent=node.agent,
+            prompt=self.tree.prompt,
+            conversation_id=node.conversation_id,
+            store_history=self.tree.store_history,
+            timeout=self.tree.timeout,
+            lineage=list(place.lineage),
+            position=list(place.position),
+            prefixes=list(place.prefixes),
+            handoff=handoff,
+            forwarded_from=list(place.forwarded),
+        )
+        parent = place.lineage[-1].run_id if place.lineage else None
+        return self.task(
+            RUN_AGENT,
+            payload.model_dump(mode="json"),
+            run_id,
+            {**payload.summary(), "parent": parent},
+            task_id=run_id,
+        )
+
+    def task(
+        self,
+        name: str,
+        payload: dict[str, object],
+        run_id: str,
+        summary: dict[str, object],
+        *,
+        task_id: str | None = None,
+    ) -> Signature:
+        return self.app.signature(
+            name,
+            kwargs={"payload": payload},
+            task_id=task_id or _new_id(),
+            kwargsrepr=json.dumps({**summary, "run_id": run_id}),
+            argsrepr="()",
+        )
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex

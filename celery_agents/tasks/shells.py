@@ -1,0 +1,127 @@
+"""The Celery tasks: thin shells that validate the payload, run the core on the worker's
+loop, and return JSON. Members of a Team/TeamRun return records instead of raising, so chord
+bodies and later chain stages always run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, Task
+
+from ..errors import CeleryAgentsError, InvalidPayloadError, RunError
+from ..events import RunStarted
+from ..workers.channel import RunChannel
+from ..workers.executor import execute_run
+from ..workers.groups import collect_team, finish_chain
+from ..workers.runtime import WorkerRuntime, get_runtime
+from .canvas import build_canvas
+from .names import COLLECT_TEAM, FINISH_CHAIN, RUN_AGENT, RUN_TEAM
+from .payload import RunPayload
+from .records import MemberRecord
+from .tree import GroupPayload, TreePayload
+
+
+def register_tasks(app: Celery) -> None:
+    """Register every task on the worker's app."""
+
+    @app.task(name=RUN_AGENT, bind=True)  # type: ignore[untyped-decorator]
+    def run_agent(self: Task, previous: Any = None, *, payload: Any) -> dict[str, Any]:
+        runtime = get_runtime()
+        redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+        return runtime.loop.run(
+            _run_agent(runtime, payload, previous, self.request.id, 2 if redelivered else 1)
+        )
+
+    @app.task(name=RUN_TEAM, bind=True)  # type: ignore[untyped-decorator]
+    def run_team(self: Task, *, payload: Any) -> dict[str, Any]:
+        runtime = get_runtime()
+        tree = runtime.loop.run(_parse(runtime, TreePayload, payload, self.request.id))
+        runtime.loop.run(_started(runtime, tree))
+        try:
+            build_canvas(app, tree).apply_async()
+        except Exception as exc:  # the broker refused: say so on the run's stream
+            error = RunError(f"could not start team run {tree.run_id}: {exc}")
+            runtime.loop.run(_channel(runtime, tree.run_id, tree.node.name).failed(error))
+            raise error from None
+        return {"run_id": tree.run_id, "status": "started"}
+
+    @app.task(name=COLLECT_TEAM, bind=True)  # type: ignore[untyped-decorator]
+    def collect_team_task(self: Task, results: Any, *, payload: Any) -> dict[str, Any]:
+        runtime = get_runtime()
+        group = runtime.loop.run(_parse(runtime, GroupPayload, payload, self.request.id))
+        records = [MemberRecord.parse(r) for r in results or []]
+        return _settle(group, runtime.loop.run(collect_team(runtime, group, records)))
+
+    @app.task(name=FINISH_CHAIN, bind=True)  # type: ignore[untyped-decorator]
+    def finish_chain_task(self: Task, result: Any, *, payload: Any) -> dict[str, Any]:
+        runtime = get_runtime()
+        group = runtime.loop.run(_parse(runtime, GroupPayload, payload, self.request.id))
+        record = MemberRecord.parse(result, name=group.name)
+        return _settle(group, runtime.loop.run(finish_chain(runtime, group, record)))
+
+
+async def _run_agent(
+    runtime: WorkerRuntime, raw: Any, previous: Any, task_id: str, attempt: int
+) -> dict[str, Any]:
+    payload = await _parse(runtime, RunPayload, raw, task_id)
+    if payload.run_id != task_id:
+        error = InvalidPayloadError(
+            f"invalid run payload: run_id {payload.run_id!r} is not the task id {task_id!r}"
+        )
+        await _channel(runtime, task_id, "?").failed(error)
+        raise error
+    record = MemberRecord.parse(previous) if previous is not None else None
+    if record is not None and record.status != "ok":
+        return record.skipped().dump()  # an earlier stage failed: carry its failure along
+    try:
+        message = await execute_run(runtime, payload, previous=record, attempt=attempt)
+    except CeleryAgentsError as exc:
+        if not payload.lineage:
+            raise
+        return MemberRecord(
+            status="failed",
+            name=payload.agent.name,
+            run_id=payload.run_id,
+            position=payload.position,
+            error=exc.to_json(),
+        ).dump()
+    if not payload.lineage:
+        return message.model_dump(mode="json")
+    return MemberRecord(
+        status="ok",
+        name=payload.agent.name,
+        run_id=payload.run_id,
+        position=payload.position,
+        message=message,
+    ).dump()
+
+
+async def _parse(runtime: WorkerRuntime, model: Any, raw: Any, task_id: str) -> Any:
+    """Validate a payload; a bad one ends its run's stream with ``InvalidPayloadError``."""
+    try:
+        return model.parse(raw)
+    except InvalidPayloadError as error:
+        await _channel(runtime, task_id, "?").failed(error)
+        raise
+
+
+async def _started(runtime: WorkerRuntime, tree: TreePayload) -> None:
+    await _channel(runtime, tree.run_id, tree.node.name).emit(
+        RunStarted(
+            run_id=tree.run_id, agent=tree.node.name, model=tree.node.kind, worker=runtime.hostname
+        )
+    )
+
+
+def _channel(runtime: WorkerRuntime, run_id: str, name: str) -> RunChannel:
+    return RunChannel(runtime.publisher, run_id, name)
+
+
+def _settle(group: GroupPayload, record: MemberRecord) -> dict[str, Any]:
+    """A member group hands its record on; the root one raises its failure (Flower: FAILURE)."""
+    if group.lineage:
+        return record.dump()
+    if record.status != "ok" or record.message is None:
+        raise record.exception()
+    return record.message.model_dump(mode="json")

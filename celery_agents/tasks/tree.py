@@ -1,0 +1,120 @@
+"""The JSON a Team/TeamRun run carries: the whole tree, validated before anything runs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..config.manifest import AgentSpec
+from .wire import parse_payload, preview
+
+MAX_DEPTH = 8
+MAX_NODES = 256
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentNode(_Strict):
+    kind: Literal["agent"] = "agent"
+    agent: AgentSpec
+    conversation_id: str = Field(min_length=1, max_length=128)
+
+    @property
+    def name(self) -> str:
+        return self.agent.name
+
+
+class TeamNode(_Strict):
+    """Members run in parallel (a chord)."""
+
+    kind: Literal["team"] = "team"
+    name: str = Field(min_length=1)
+    shared_prompt: str | None = None
+    members: list[Node] = Field(min_length=1)
+
+
+class ChainNode(_Strict):
+    """Stages run in order, each on the previous one's output (a chain)."""
+
+    kind: Literal["chain"] = "chain"
+    name: str = Field(min_length=1)
+    shared_prompt: str | None = None
+    members: list[Node] = Field(min_length=1)
+
+
+Node = Annotated[AgentNode | TeamNode | ChainNode, Field(discriminator="kind")]
+GroupNode = Annotated[TeamNode | ChainNode, Field(discriminator="kind")]
+
+
+class TreePayload(_Strict):
+    """One Team or TeamRun run."""
+
+    version: Literal[1] = 1
+    run_id: str = Field(min_length=1, max_length=64)
+    node: GroupNode
+    prompt: str = Field(min_length=1)
+    store_history: bool = True
+    timeout: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> TreePayload:
+        count = 0
+
+        def walk(node: AgentNode | TeamNode | ChainNode, depth: int) -> None:
+            nonlocal count
+            count += 1
+            if depth > MAX_DEPTH:
+                raise ValueError(f"teams nest at most {MAX_DEPTH} levels deep")
+            if count > MAX_NODES:
+                raise ValueError(f"a team run has at most {MAX_NODES} nodes")
+            if not isinstance(node, AgentNode):
+                for member in node.members:
+                    walk(member, depth + 1)
+
+        walk(self.node, 1)
+        return self
+
+    @classmethod
+    def parse(cls, data: Any) -> Self:
+        return parse_payload(cls, data)
+
+    def summary(self) -> dict[str, Any]:
+        """Short, secret-free description for Flower and logs."""
+        return {
+            "team": self.node.name,
+            "kind": self.node.kind,
+            "prompt": preview(self.prompt),
+            "run_id": self.run_id,
+        }
+
+
+class Ancestor(_Strict):
+    """A Team/TeamRun above a run: its events are published there too."""
+
+    run_id: str
+    name: str
+
+
+class Handoff(_Strict):
+    """Set on the first run of a TeamRun stage: it announces the hand-off (a ``talk``)."""
+
+    chain: Ancestor
+    target: str
+
+
+class GroupPayload(_Strict):
+    """What ``collect_team`` / ``finish_chain`` need about their Team or TeamRun."""
+
+    run_id: str
+    name: str
+    kind: Literal["team", "chain"]
+    lineage: list[Ancestor] = Field(default_factory=list)
+    position: list[int] = Field(default_factory=list)
+    forwarded_from: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def parse(cls, data: Any) -> Self:
+        return parse_payload(cls, data)

@@ -1,0 +1,104 @@
+"""``RunChannel``: where the events of one run go.
+
+A run's events go on its own channel, and on each enclosing Team/TeamRun's channel tagged with
+the run's name and its position below that ancestor, so one subscription at the top sees the
+whole tree. A member's end becomes ``message`` / ``member.failed`` up there (only the run's own
+channel carries its terminal event), and its tokens and cost are added to each ancestor's
+usage hash. Every event costs one round trip, however deep the tree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from ..errors import CeleryAgentsError
+from ..events import MemberFailed, MessageEvent, RunDone, RunFailed, _Event
+from ..keys import Keys
+from ..messages import ChatMessage, Usage
+from ..streaming.publisher import EventPublisher
+from ..tasks.tree import Ancestor
+
+
+@dataclass(frozen=True)
+class RunChannel:
+    publisher: EventPublisher
+    run_id: str
+    name: str
+    lineage: tuple[Ancestor, ...] = ()
+    position: tuple[int, ...] = ()
+
+    async def emit(self, event: _Event) -> None:
+        await self._publish(event, event)
+
+    async def done(self, message: ChatMessage) -> None:
+        await self._publish(
+            RunDone(run_id=self.run_id, message=message),
+            MessageEvent(run_id=self.run_id, message=message),
+        )
+
+    async def failed(self, error: CeleryAgentsError) -> None:
+        await self._publish(
+            RunFailed(run_id=self.run_id, error=error.to_json()),
+            MemberFailed(run_id=self.run_id, error=error.to_json()),
+        )
+
+    async def _publish(self, own: _Event, upward: _Event) -> None:
+        targets: list[tuple[str, _Event]] = [(self.run_id, own)]
+        for depth, ancestor in enumerate(self.lineage):
+            tagged = upward.model_copy(
+                update={"member": self.name, "position": list(self.position[depth:])}
+            )
+            targets.append((ancestor.run_id, tagged))
+        await self.publisher.publish_to(targets)
+
+    def ancestor(self, run_id: str) -> RunChannel:
+        """The channel of the enclosing Team/TeamRun ``run_id`` (to publish as that node)."""
+        depth = next(i for i, a in enumerate(self.lineage) if a.run_id == run_id)
+        return RunChannel(
+            self.publisher,
+            run_id,
+            self.lineage[depth].name,
+            self.lineage[:depth],
+            self.position[:depth],
+        )
+
+
+async def add_usage(
+    client: aioredis.Redis,
+    keys: Keys,
+    lineage: tuple[Ancestor, ...],
+    usage: Usage,
+    cost: float | None,
+    *,
+    ttl: int,
+) -> None:
+    """Add a member's tokens and cost to every enclosing Team/TeamRun's usage hash."""
+    if not lineage:
+        return
+    async with client.pipeline(transaction=False) as pipe:
+        for ancestor in lineage:
+            key = keys.run_usage(ancestor.run_id)
+            pipe.hincrby(key, "input_tokens", usage.input_tokens)
+            pipe.hincrby(key, "output_tokens", usage.output_tokens)
+            if cost is not None:
+                pipe.hincrbyfloat(key, "cost", cost)
+            pipe.expire(key, ttl)
+        await pipe.execute()
+
+
+async def read_usage(client: aioredis.Redis, keys: Keys, run_id: str) -> tuple[Usage, float | None]:
+    """A Team/TeamRun's rolled-up tokens and cost (cost None when no member had a price)."""
+    raw = await client.hgetall(keys.run_usage(run_id))
+    values = {_text(k): _text(v) for k, v in raw.items()}
+    usage = Usage(
+        input_tokens=int(values.get("input_tokens", 0)),
+        output_tokens=int(values.get("output_tokens", 0)),
+    )
+    cost = round(float(values["cost"]), 10) if "cost" in values else None
+    return usage, cost
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

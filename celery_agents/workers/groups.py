@@ -1,0 +1,96 @@
+"""The ends of Teams and TeamRuns: collect a Team's member records, finish a TeamRun.
+
+Both publish the group's terminal event after every member's (they run after them), with the
+tokens and cost its members rolled up, and hand a record to whatever encloses them.
+"""
+
+from __future__ import annotations
+
+from ..errors import StageError, TeamRunError
+from ..messages import ChatMessage
+from ..tasks.records import MemberRecord
+from ..tasks.tree import GroupPayload
+from .channel import RunChannel, read_usage
+from .runtime import WorkerRuntime
+
+
+def _channel(runtime: WorkerRuntime, group: GroupPayload) -> RunChannel:
+    return RunChannel(
+        runtime.publisher, group.run_id, group.name, tuple(group.lineage), tuple(group.position)
+    )
+
+
+def _record(group: GroupPayload, **fields: object) -> MemberRecord:
+    return MemberRecord.model_validate(
+        {"name": group.name, "run_id": group.run_id, "position": group.position, **fields}
+    )
+
+
+async def collect_team(
+    runtime: WorkerRuntime, group: GroupPayload, records: list[MemberRecord]
+) -> MemberRecord:
+    """One message for the Team: successful members' contents in member order, failures in
+    ``metadata["errors"]``; ``TeamRunError`` only if every member failed."""
+    if records and all(r.status == "skipped" for r in records):
+        return records[0]  # an earlier stage failed: nothing ran here
+    channel = _channel(runtime, group)
+    ok = [r for r in records if r.status == "ok" and r.message is not None]
+    errors = _errors_by_member(records)
+    if not ok:
+        detail = "; ".join(f"{name}: {message}" for name, message in errors.items())
+        error = TeamRunError(
+            f"every member of team {group.name!r} failed: {detail}", team=group.name, errors=errors
+        )
+        await channel.failed(error)
+        return _record(group, status="failed", error=error.to_json())
+    messages = [r.message for r in ok if r.message is not None]
+    usage, cost = await read_usage(runtime.redis, runtime.keys, group.run_id)
+    message = ChatMessage(
+        content=[m.content for m in messages],
+        name=group.name,
+        run_id=group.run_id,
+        conversation_id=None,
+        usage=usage,
+        cost=cost,
+        forwarded_from=group.forwarded_from,
+        associated_messages=messages,
+        metadata={"errors": errors, "members": [r.name for r in ok]},
+    )
+    await channel.done(message)
+    return _record(group, status="ok", message=message)
+
+
+async def finish_chain(
+    runtime: WorkerRuntime, group: GroupPayload, record: MemberRecord
+) -> MemberRecord:
+    """The TeamRun's result: its last stage's message with the chain's usage and cost, or a
+    ``StageError`` naming the stage that failed."""
+    channel = _channel(runtime, group)
+    if record.status == "ok" and record.message is not None:
+        usage, cost = await read_usage(runtime.redis, runtime.keys, group.run_id)
+        message = record.message.model_copy(update={"usage": usage, "cost": cost})
+        await channel.done(message)
+        return _record(group, status="ok", message=message)
+    if record.status == "skipped" and not record.failed_inside(group.position):
+        return record  # the TeamRun's own input had failed: pass the failure along
+    cause = record.exception()
+    error = StageError(
+        f"stage {record.name!r} of team run {group.name!r} failed: {cause.message}",
+        stage=record.name,
+        team_run=group.name,
+        cause=cause.to_json(),
+    )
+    await channel.failed(error)
+    return _record(group, status="failed", error=error.to_json())
+
+
+def _errors_by_member(records: list[MemberRecord]) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    for record in records:
+        if record.status == "ok":
+            continue
+        name = record.name
+        while name in errors:  # a Team may hold the same agent twice
+            name += "'"
+        errors[name] = record.exception().message
+    return errors
