@@ -20,6 +20,7 @@ from .embedded.redis_server import redis_answers, start_redis_server
 from .embedded.worker import start_worker
 from .facade import Agent, configure
 from .facade.client import shutdown
+from .messages import AgentResponse, Talk
 
 
 def _say(text: str) -> None:
@@ -103,6 +104,39 @@ async def _show(agent: Agent, prompt: str) -> None:
     _usage(message.usage, message.response_time)
     _say(f"conversation {agent.conversation_id} holds {len(await agent.get_history())} messages")
 
+    settings = {"max_tokens": 60}
+    optimist = Agent(
+        "optimist", agent.model, "You see the bright side. One sentence.", model_settings=settings
+    )
+    skeptic = Agent(
+        "skeptic", agent.model, "You see the risks. One sentence.", model_settings=settings
+    )
+    editor = Agent(
+        "editor",
+        agent.model,
+        "Merge the views you are given into one sentence.",
+        model_settings=settings,
+    )
+    team = optimist & skeptic
+    _say(f"a Team ({team.name}, a Celery chord): await team.run(...)")
+    message = await team.run("Should we move our nightly reports onto a task queue?")
+    for member in message.associated_messages:
+        click.echo(f"[{member.name}] {member.content}")
+    _usage(message.usage, None)
+
+    pipeline = team | editor
+    _say(f"a TeamRun ({pipeline.name}, a Celery chain): async for item in execute_iter(...)")
+    async for item in pipeline.execute_iter("Should we move our nightly reports onto a queue?"):
+        match item:
+            case Talk():
+                click.echo(f"  {item.source.name} -> {item.targets[0].name}")
+            case AgentResponse():
+                click.echo(f"[{item.agent_name}] {_brief(item.message.content)}")
+
+
+def _brief(content: object) -> str:
+    return " / ".join(map(str, content)) if isinstance(content, list) else str(content)
+
 
 def _usage(usage: object, seconds: float | None) -> None:
-    _say(f"usage: {usage}; worker time {seconds or 0:.2f}s")
+    _say(f"usage: {usage}" + (f"; worker time {seconds:.2f}s" if seconds is not None else ""))
