@@ -30,6 +30,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/roundtrip.py
+	$(PY) bench/teams.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache
