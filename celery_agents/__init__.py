@@ -24,6 +24,8 @@ _EXPORTS = {
     "Talk": "messages",
     "Usage": "messages",
     "Event": "events",
+    "Job": "jobs",
+    "OutputValidationError": "errors",
     "tool": "tools",
     "CeleryAgentsError": "errors",
     "ConfigError": "errors",
@@ -47,7 +49,9 @@ __all__ = [
     "ChatMessage",
     "ConfigError",
     "Event",
+    "Job",
     "ModelError",
+    "OutputValidationError",
     "RunCancelled",
     "RunError",
     "RunHandle",
@@ -90,6 +94,7 @@ if TYPE_CHECKING:
         CeleryAgentsError,
         ConfigError,
         ModelError,
+        OutputValidationError,
         RunCancelled,
         RunError,
         RunTimeout,
@@ -103,5 +108,6 @@ if TYPE_CHECKING:
     )
     from .events import Event
     from .facade import Agent, RunHandle, RunStream, Team, TeamRun, TextChunk, configure
+    from .jobs import Job
     from .messages import AgentResponse, ChatMessage, Talk, Usage
     from .tools import tool

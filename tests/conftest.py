@@ -20,12 +20,20 @@ def celery_agents_manifest(_scripted_model_server: ScriptedModelServer) -> dict[
     return {
         "providers": {
             "scripted": {"base_url": _scripted_model_server.url, "prices": {"priced": PRICE}},
+            "scripted_tools": {"base_url": _scripted_model_server.url, "structured_output": "tool"},
+            "blind": {
+                "base_url": _scripted_model_server.url,
+                "models": {"small": {"vision": False, "context_tokens": 2048}},
+            },
         },
         "tools": {
             "add": "tests.support.tools:add",
             "shout": "tests.support.tools:shout",
             "slow_sync": "tests.support.tools:slow_sync",
             "broken": "tests.support.tools:broken",
+            "fetch_logs": "tests.support.tools:fetch_logs",
+            "get_metrics": "tests.support.tools:get_metrics",
+            "sleepy": "tests.support.tools:sleepy",
         },
         "agents": {
             "analyst": {"model": "scripted:analyst", "system_prompt": "You analyse."},

@@ -138,7 +138,7 @@ async def test_the_worker_refuses_a_message_naming_an_unregistered_tool(
         timeout=10,
     )
     get_client().send(payload)  # bypasses the client's own check, as a hostile sender would
-    with pytest.raises(UnknownToolError, match="'rm_rf' is not registered on this worker"):
+    with pytest.raises(UnknownToolError, match="'rm_rf' are not registered on this worker"):
         await RunHandle.attach(payload.run_id).result(timeout=20)
     assert scripted_model.request_count == 0
 

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import ConfigError, UnknownAgentError, UnknownProviderError
+from ..errors import CeleryAgentsError, ConfigError, UnknownAgentError, UnknownProviderError
+from ..output import OutputSpec
 from ..validation import field_errors
 
 if TYPE_CHECKING:
@@ -33,13 +34,26 @@ class Price(_Strict):
     output_per_mtok: float = Field(ge=0)
 
 
+class ModelInfo(_Strict):
+    """What a model can do, where known (jobs are checked against it before queueing)."""
+
+    vision: bool | None = None
+    context_tokens: int | None = Field(None, gt=0)
+
+
 class ProviderSpec(_Strict):
-    """A named OpenAI-compatible endpoint. API keys are read from ``api_key_env`` on workers."""
+    """A named OpenAI-compatible endpoint. API keys are read from ``api_key_env`` on workers.
+
+    ``structured_output``: ``json_schema`` sends ``response_format``; ``tool`` asks the model
+    to answer through a ``final_result`` tool, for servers without ``response_format``.
+    """
 
     base_url: str | None = None
     api_key_env: str | None = None
     default_headers: dict[str, str] = Field(default_factory=dict)
     prices: dict[str, Price] = Field(default_factory=dict)
+    structured_output: Literal["json_schema", "tool"] = "json_schema"
+    models: dict[str, ModelInfo] = Field(default_factory=dict)
 
 
 class ModelSettings(_Strict):
@@ -64,6 +78,17 @@ class AgentSpec(_Strict):
     tools: list[str] = Field(default_factory=list)
     model_settings: ModelSettings = Field(default_factory=ModelSettings)
     description: str = ""
+    output_type: OutputSpec | None = None
+
+    @field_validator("output_type", mode="before")
+    @classmethod
+    def _output_from_path(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return OutputSpec.of(value)
+            except CeleryAgentsError as exc:
+                raise ValueError(exc.message) from None
+        return value
 
 
 class TeamSpec(_Strict):
@@ -166,6 +191,14 @@ class AgentsManifest(_Strict):
             provider=name,
         )
 
+    def model_info(self, model_ref: str) -> ModelInfo:
+        """What is known about a model (nothing, unless the manifest or a built-in says)."""
+        provider, name = parse_model_ref(model_ref)
+        spec = self.providers.get(provider)
+        if spec is not None and name in spec.models:
+            return spec.models[name]
+        return _BUILTIN_MODELS.get(provider, ModelInfo())
+
     def agent_spec(self, name: str) -> AgentSpec:
         try:
             return self.agents[name]
@@ -204,6 +237,10 @@ class AgentsManifest(_Strict):
             return kind(members, name=team_name, shared_prompt=spec.shared_prompt)
 
         return build(name, ())
+
+
+# SmolLM2-135M reads text only; our llama.cpp server gives it a 4,096-token context.
+_BUILTIN_MODELS = {"local": ModelInfo(vision=False, context_tokens=4096)}
 
 
 def parse_model_ref(model: str) -> tuple[str, str]:

@@ -10,14 +10,16 @@ async with agent.run_stream("analyze") as stream:
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from ..config.manifest import AgentSpec, ModelSettings, parse_model_ref
+from ..config.manifest import AgentsManifest, AgentSpec, ModelSettings, parse_model_ref
 from ..errors import UnknownProviderError, UnknownToolError, UserError
+from ..jobs import Job
 from ..messages import ChatMessage
+from ..output import OutputSpec, import_type
 from ..streaming.hub import RunWatch
 from ..tasks.payload import RunPayload
 from ..tools import REGISTRY
@@ -27,6 +29,7 @@ from .client import AgentsClient, get_client
 from .follow import WAIT_GRACE, wait_message
 from .handle import RunHandle
 from .stream import RunStream
+from .typed import typed
 
 if TYPE_CHECKING:
     from .team import Member, Team, TeamRun
@@ -47,8 +50,7 @@ class Agent:
         conversation_id: str | None = None,
         description: str = "",
     ) -> None:
-        if output_type is not None:
-            raise UserError("output_type is not supported yet: structured output is on its way")
+        self.output_class = output_class_of(output_type)
         try:
             self.spec = AgentSpec.model_validate(
                 {
@@ -58,6 +60,7 @@ class Agent:
                     "tools": list(tools),
                     "model_settings": model_settings or {},
                     "description": description,
+                    "output_type": output_type and OutputSpec.of(output_type),
                 }
             )
             parse_model_ref(model)
@@ -79,6 +82,7 @@ class Agent:
             model_settings=spec.model_settings,
             conversation_id=conversation_id,
             description=spec.description,
+            output_type=spec.output_type,
         )
 
     @property
@@ -106,7 +110,26 @@ class Agent:
         payload = self._payload(
             join_prompts(prompts), store_history, model, conversation_id, timeout
         )
-        return await on_io(_run(payload))
+        return typed(await on_io(_run(payload)), self.output_class)
+
+    async def run_job(
+        self,
+        job: Job,
+        *,
+        values: Mapping[str, Any] | None = None,
+        store_history: bool = True,
+        include_agent_tools: bool = True,
+        model: str | None = None,
+        conversation_id: str | None = None,
+        timeout: float | None = None,
+    ) -> ChatMessage:
+        """Run ``job`` (its prompt filled with ``values``); ``content`` is an instance of its
+        ``required_return_type``. Its requirements are checked before anything is queued."""
+        spec = self.job_spec(job, include_agent_tools=include_agent_tools, model=model)
+        payload = self._payload(
+            job.render(values), store_history, model, conversation_id, timeout, spec=spec
+        )
+        return typed(await on_io(_run(payload)), job.output_class() or self.output_class)
 
     def run_sync(
         self,
@@ -162,6 +185,7 @@ class Agent:
             run_id=payload.run_id,
             name=self.name,
             timeout=payload.timeout,
+            convert=lambda message: typed(message, self.output_class),
         )
 
     async def submit(
@@ -210,6 +234,25 @@ class Agent:
             )
         return spec
 
+    def job_spec(
+        self,
+        job: Job,
+        *,
+        include_agent_tools: bool = True,
+        model: str | None = None,
+        final: bool = True,
+    ) -> AgentSpec:
+        """The spec of this agent running ``job``: the job's tools (with or without the
+        agent's), and, for a run whose answer is the result (``final``), its output type."""
+        spec = self.resolved_spec(model)
+        check_job(job, spec.model, get_client().manifest)
+        tools = list(spec.tools) if include_agent_tools else []
+        tools += [t for t in job.tools if t not in tools]
+        update: dict[str, Any] = {"tools": tools}
+        if final and job.required_return_type is not None:
+            update["output_type"] = job.output_spec()
+        return spec.model_copy(update=update)
+
     def __and__(self, other: Member) -> Team:
         from .team import Team
 
@@ -227,10 +270,12 @@ class Agent:
         model: str | None,
         conversation_id: str | None,
         timeout: float | None,
+        *,
+        spec: AgentSpec | None = None,
     ) -> RunPayload:
         return RunPayload(
             run_id=uuid.uuid4().hex,
-            agent=self.resolved_spec(model),
+            agent=spec or self.resolved_spec(model),
             prompt=prompt,
             conversation_id=conversation_id or self.conversation_id,
             store_history=store_history,
@@ -263,6 +308,39 @@ async def check_tools(client: AgentsClient, who: str, wanted: set[str]) -> None:
             "registered here, and not offered by any live worker",
             tools=missing,
         )
+
+
+def check_job(job: Job, model: str, manifest: AgentsManifest) -> None:
+    """A job whose requirements the model is known not to meet fails before queueing."""
+    info = manifest.model_info(model)
+    if job.requires_vision and info.vision is False:
+        raise UserError(
+            f"job {job.name!r} requires vision, but {model} is marked without it",
+            job=job.name,
+            model=model,
+        )
+    if (
+        job.min_context_tokens
+        and info.context_tokens
+        and info.context_tokens < job.min_context_tokens
+    ):
+        raise UserError(
+            f"job {job.name!r} needs {job.min_context_tokens} context tokens, but {model} "
+            f"has {info.context_tokens}",
+            job=job.name,
+            model=model,
+        )
+
+
+def output_class_of(output_type: Any) -> type[BaseModel] | None:
+    """The class answers are turned into on this side (None for a bare ``OutputSpec``)."""
+    if output_type is None or isinstance(output_type, OutputSpec):
+        return None
+    if isinstance(output_type, str):
+        return import_type(output_type)
+    if isinstance(output_type, type) and issubclass(output_type, BaseModel):
+        return output_type
+    raise UserError(f"output_type must be a pydantic model class, got {output_type!r}")
 
 
 def run_timeout(timeout: float | None) -> float:

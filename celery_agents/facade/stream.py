@@ -36,9 +36,18 @@ class RunStream:
     stores its result.
     """
 
-    def __init__(self, start: Starter, *, run_id: str, name: str, timeout: float) -> None:
+    def __init__(
+        self,
+        start: Starter,
+        *,
+        run_id: str,
+        name: str,
+        timeout: float,
+        convert: Callable[[ChatMessage], ChatMessage] | None = None,
+    ) -> None:
         self.run_id = run_id
         self.name = name
+        self._convert = convert
         self._start = start
         self._timeout = timeout
         self._state = RunState(run_id)
@@ -82,4 +91,5 @@ class RunStream:
         """Wait for the end of the run and return its final message."""
         async for _ in self.events():
             pass
-        return self._state.result()
+        message = self._state.result()
+        return self._convert(message) if self._convert else message

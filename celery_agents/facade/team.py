@@ -13,11 +13,12 @@ Team whose first member is the TeamRun.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable
-from typing import ClassVar, Self, TypeAlias
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, ClassVar, Self, TypeAlias
 
 from ..errors import UserError
 from ..events import Event, MessageEvent, RunFailed, TalkEvent
+from ..jobs import Job
 from ..messages import AgentResponse, ChatMessage, Talk
 from ..streaming.hub import RunWatch
 from ..tasks.tree import AgentNode, ChainNode, TeamNode, TreePayload
@@ -26,6 +27,7 @@ from .bridge import iterate_on_io, on_io, run_sync
 from .client import get_client
 from .follow import WAIT_GRACE, follow, wait_message
 from .stream import RunStream
+from .typed import typed
 
 Member: TypeAlias = "Agent | Team | TeamRun"
 
@@ -82,14 +84,38 @@ class _Group:
             found.extend([member] if isinstance(member, Agent) else member.agents())
         return found
 
-    def to_node(self, model: str | None = None) -> TeamNode | ChainNode:
-        """The tree as it crosses the broker (checks every agent's provider)."""
-        members = [
-            AgentNode(agent=m.resolved_spec(model), conversation_id=m.conversation_id)
-            if isinstance(m, Agent)
-            else m.to_node(model)
-            for m in self.members
-        ]
+    def to_node(
+        self,
+        model: str | None = None,
+        job: Job | None = None,
+        *,
+        include_agent_tools: bool = True,
+        final: bool = True,
+    ) -> TeamNode | ChainNode:
+        """The tree as it crosses the broker (checks every agent's provider). With a ``job``,
+        members whose answer is the result get its output type: every member of a Team, the
+        last stage of a TeamRun."""
+        members: list[AgentNode | TeamNode | ChainNode] = []
+        for index, member in enumerate(self.members):
+            member_final = final and (self.kind == "team" or index == len(self.members) - 1)
+            if isinstance(member, Agent):
+                spec = (
+                    member.job_spec(
+                        job,
+                        include_agent_tools=include_agent_tools,
+                        model=model,
+                        final=member_final,
+                    )
+                    if job is not None
+                    else member.resolved_spec(model)
+                )
+                members.append(AgentNode(agent=spec, conversation_id=member.conversation_id))
+            else:
+                members.append(
+                    member.to_node(
+                        model, job, include_agent_tools=include_agent_tools, final=member_final
+                    )
+                )
         node_type = TeamNode if self.kind == "team" else ChainNode
         return node_type(name=self.name, shared_prompt=self.shared_prompt, members=members)
 
@@ -110,9 +136,33 @@ class _Group:
 
     async def _start(self, tree: TreePayload) -> RunWatch:
         client = get_client()
-        tools = {t for agent in self.agents() for t in agent.spec.tools}
-        await check_tools(client, self.name, tools)
+        await check_tools(client, self.name, _tools_in(tree.node))
         return await client.start(tree)
+
+    async def run_job(
+        self,
+        job: Job,
+        *,
+        values: Mapping[str, Any] | None = None,
+        store_history: bool = True,
+        include_agent_tools: bool = True,
+        model: str | None = None,
+        timeout: float | None = None,
+    ) -> ChatMessage:
+        """Run ``job``: a Team's content is each member's validated answer; a TeamRun's job
+        prompt enters its first stage and its last stage answers with the job's type."""
+        tree = TreePayload(
+            run_id=uuid.uuid4().hex,
+            node=self.to_node(model, job, include_agent_tools=include_agent_tools),
+            prompt=job.render(values),
+            store_history=store_history,
+            timeout=run_timeout(timeout),
+        )
+
+        async def go() -> ChatMessage:
+            return await wait_message(await self._start(tree), tree.timeout + WAIT_GRACE)
+
+        return typed(await on_io(go()), job.output_class())
 
     async def run(
         self,
@@ -220,6 +270,12 @@ class TeamRun(_Group):
                 )
             elif isinstance(event, TalkEvent) and event.member is None:
                 yield Talk(source=event.source, targets=list(event.targets), message=last)
+
+
+def _tools_in(node: AgentNode | TeamNode | ChainNode) -> set[str]:
+    if isinstance(node, AgentNode):
+        return set(node.agent.tools)
+    return {tool for member in node.members for tool in _tools_in(member)}
 
 
 def _direct(position: list[int] | None) -> bool:

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..config.manifest import ModelSettings
-from ..errors import ModelError, ToolError, UnknownToolError
+from ..errors import ModelError, OutputValidationError, ToolError, UnknownToolError
 from ..messages import ToolCallInfo, Usage
+from ..output import FINAL_RESULT_TOOL, OutputSpec
 from ..tools import Tool
 from .base import Model, ModelRequest, ModelResponse
 
@@ -31,6 +32,7 @@ class LoopResult:
     usage: Usage = field(default_factory=Usage)
     tool_calls: list[ToolCallInfo] = field(default_factory=list)
     model_name: str = ""
+    output: Any = None  # the validated structured answer, when an output type was asked for
 
 
 async def run_agent_loop(
@@ -40,23 +42,56 @@ async def run_agent_loop(
     tools: Mapping[str, Tool],
     settings: ModelSettings,
     emit: Emitter,
+    output: OutputSpec | None = None,
+    output_mode: str = "json_schema",
     max_turns: int = 10,
     max_tool_errors: int = 3,
 ) -> LoopResult:
-    """Run ``model`` over ``messages`` until it answers without asking for tools."""
+    """Run ``model`` over ``messages`` until it answers without asking for tools.
+
+    With ``output`` the answer must validate against it (through ``response_format``, or a
+    ``final_result`` tool when ``output_mode`` is ``tool``); an invalid answer is sent back
+    once with the validation error, then fails with ``OutputValidationError``.
+    """
+    via_tool = output is not None and output_mode == "tool"
     schemas = [t.schema() for t in tools.values()]
+    if output is not None and via_tool:
+        schemas.append(output.tool())
+    request_format = output.response_format() if output is not None and not via_tool else None
     result = LoopResult(text="")
     errors_in_a_row = 0
+    second_chances = 1
     for _turn in range(max_turns):
-        response = await _call_model(model, ModelRequest(messages, schemas, settings), emit)
+        request = ModelRequest(
+            messages,
+            schemas,
+            settings,
+            response_format=request_format,
+            tool_choice="required" if via_tool else None,
+        )
+        response = await _call_model(model, request, emit)
         result.usage = result.usage + response.usage
         result.model_name = response.model_name
+        final = _final_answer(response, via_tool)
+        if final is not None and output is not None:
+            try:
+                result.output = output.validate_text(final)
+            except OutputValidationError as exc:
+                if second_chances == 0:
+                    raise
+                second_chances -= 1
+                messages.extend(_correction(response, via_tool, exc.message))
+                continue
+            result.text = final
+            return result
         if not response.tool_calls:
             result.text = response.text
             return result
         messages.append(_assistant_tool_message(response))
-        for request in response.tool_calls:
-            call = await _run_tool(tools, request.id, request.name, request.arguments, emit)
+        for request_call in response.tool_calls:
+            call = await _run_tool(
+                tools, request_call.id, request_call.name, request_call.arguments, emit
+            )
             result.tool_calls.append(call)
             errors_in_a_row = errors_in_a_row + 1 if call.error else 0
             if errors_in_a_row >= max_tool_errors:
@@ -75,6 +110,34 @@ async def run_agent_loop(
     raise ToolError(
         f"the model was still calling tools after {max_turns} turns", max_turns=max_turns
     )
+
+
+def _final_answer(response: ModelResponse, via_tool: bool) -> str | None:
+    """The text to validate, if this response is the final answer."""
+    if via_tool:
+        for call in response.tool_calls:
+            if call.name == FINAL_RESULT_TOOL:
+                return call.arguments
+    return response.text if not response.tool_calls else None
+
+
+def _correction(response: ModelResponse, via_tool: bool, problem: str) -> list[dict[str, Any]]:
+    """Messages that show the model its invalid answer and what was wrong with it."""
+    fix = f"{problem}. Answer again, with only a JSON value that matches the schema."
+    if via_tool and response.tool_calls:
+        call = next(c for c in response.tool_calls if c.name == FINAL_RESULT_TOOL)
+        return [
+            _assistant_tool_message(response),
+            *(
+                {
+                    "role": "tool",
+                    "tool_call_id": c.id,
+                    "content": f"error: {fix}" if c is call else "error: not run",
+                }
+                for c in response.tool_calls
+            ),
+        ]
+    return [{"role": "assistant", "content": response.text}, {"role": "user", "content": fix}]
 
 
 async def _call_model(model: Model, request: ModelRequest, emit: Emitter) -> ModelResponse:

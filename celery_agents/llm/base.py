@@ -17,6 +17,8 @@ class ModelRequest:
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] = field(default_factory=list)
     settings: ModelSettings = field(default_factory=ModelSettings)
+    response_format: dict[str, Any] | None = None
+    tool_choice: str | None = None
 
 
 @dataclass(frozen=True)

@@ -178,6 +178,10 @@ def _request_kwargs(request: ModelRequest) -> dict[str, Any]:
         settings["extra_body"] = request.settings.extra_body
     if request.tools:
         settings["tools"] = request.tools
+    if request.tool_choice:
+        settings["tool_choice"] = request.tool_choice
+    if request.response_format:
+        settings["response_format"] = request.response_format
     return settings
 
 

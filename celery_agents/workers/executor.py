@@ -12,12 +12,14 @@ import logging
 import time
 from typing import Any
 
-from ..errors import CeleryAgentsError, RunError, RunTimeout
+from ..config.manifest import parse_model_ref
+from ..errors import CeleryAgentsError, RunError, RunTimeout, UnknownToolError
 from ..events import RunStarted, TalkEvent, TextDelta, ToolCallEvent, ToolResultEvent
 from ..llm.agent_loop import run_agent_loop
 from ..messages import ChatMessage, Participant, ToolCallInfo, Usage
 from ..tasks.payload import RunPayload
 from ..tasks.records import MemberRecord
+from ..tools import Tool
 from .channel import RunChannel, add_usage
 from .pricing import cost_of
 from .runtime import WorkerRuntime
@@ -137,7 +139,7 @@ async def _run(
     started: float,
 ) -> ChatMessage:
     agent = payload.agent
-    tools = {name: runtime.tools.get(name) for name in agent.tools}  # refuses unregistered names
+    tools = _registered_tools(runtime, payload)
     model = await runtime.models.get(agent.model)
     history = await runtime.history.load(payload.conversation_id)
     prompt = payload.prompt
@@ -155,10 +157,12 @@ async def _run(
         tools=tools,
         settings=agent.model_settings,
         emit=_Publishing(channel),
+        output=agent.output_type,
+        output_mode=runtime.manifest.provider(parse_model_ref(agent.model)[0]).structured_output,
         max_turns=runtime.settings.max_tool_turns,
     )
     message = ChatMessage(
-        content=result.text,
+        content=result.output if agent.output_type is not None else result.text,
         role="assistant",
         name=agent.name,
         model=agent.model,
@@ -173,6 +177,25 @@ async def _run(
     if payload.store_history:
         await runtime.history.append(payload.conversation_id, payload.run_id, [user, message])
     return message
+
+
+def _registered_tools(runtime: WorkerRuntime, payload: RunPayload) -> dict[str, Tool]:
+    """The run's tools; a message naming anything not registered here is refused, and logged
+    (a crafted message may name ``os.system``: it is a name, never an import)."""
+    missing = sorted(set(payload.agent.tools) - runtime.tools.names())
+    if missing:
+        log.warning(
+            "refused run run_id=%s: tools not registered on this worker: %s",
+            payload.run_id,
+            ", ".join(missing),
+        )
+        raise UnknownToolError(
+            f"tool(s) {', '.join(map(repr, missing))} are not registered on this worker "
+            f"(registered: {', '.join(sorted(runtime.tools.names())) or 'none'})",
+            tools=missing,
+            run_id=payload.run_id,
+        )
+    return {name: runtime.tools.get(name) for name in payload.agent.tools}
 
 
 def as_prompt(message: ChatMessage) -> str:

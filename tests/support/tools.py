@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from celery_agents import tool
@@ -29,3 +30,22 @@ def slow_sync(seconds: float = 0.0) -> str:
 def broken() -> str:
     """Always raises."""
     raise RuntimeError("the tool is broken")
+
+
+@tool
+async def fetch_logs(service: str, minutes: int = 60) -> str:
+    """Fetch the last minutes of a service's logs."""
+    return f"{service}: 3 errors in the last {minutes} minutes"
+
+
+@tool
+def get_metrics(service: str) -> dict[str, float]:
+    """Current error rate and latency of a service."""
+    return {"error_rate": 0.02, "p99_ms": 840.0}
+
+
+@tool(timeout=0.2)
+async def sleepy() -> str:
+    """Takes far longer than its timeout."""
+    await asyncio.sleep(30)
+    return "never"

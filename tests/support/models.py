@@ -1,0 +1,19 @@
+"""Output types the test worker can import (so it validates with the class itself)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, field_validator
+
+
+class Finding(BaseModel):
+    severity: Literal["low", "medium", "high"]
+    summary: str
+
+    @field_validator("summary")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the summary is blank")
+        return value
