@@ -239,6 +239,6 @@ async def test_the_local_model_answers_with_json_that_validates_or_fails_cleanly
     try:
         msg = await agent.run_job(job, timeout=120)
     except OutputValidationError as exc:
-        assert exc.details["output_type"] == "Colour"
+        assert exc.details["output_type"] == "Colour"  # noqa: PT017 (either outcome is fine)
     else:
         assert isinstance(msg.content, Colour) and msg.content.name.strip()
