@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "Agent": "facade",
+    "BackgroundRun": "facade",
+    "BackgroundStats": "facade",
     "RunHandle": "facade",
     "RunStream": "facade",
     "Team": "facade",
@@ -45,6 +47,8 @@ __all__ = [
     "Agent",
     "AgentResponse",
     "AgentsManifest",
+    "BackgroundRun",
+    "BackgroundStats",
     "CeleryAgentsError",
     "ChatMessage",
     "ConfigError",
@@ -107,7 +111,17 @@ if TYPE_CHECKING:
         UserError,
     )
     from .events import Event
-    from .facade import Agent, RunHandle, RunStream, Team, TeamRun, TextChunk, configure
+    from .facade import (
+        Agent,
+        BackgroundRun,
+        BackgroundStats,
+        RunHandle,
+        RunStream,
+        Team,
+        TeamRun,
+        TextChunk,
+        configure,
+    )
     from .jobs import Job
     from .messages import AgentResponse, ChatMessage, Talk, Usage
     from .tools import tool

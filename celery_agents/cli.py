@@ -66,6 +66,75 @@ def worker(
 
 
 @main.command()
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+def beat(loglevel: str) -> None:
+    """Start the scheduler that fires background runs and manifest schedules.
+
+    Start one (or more: the extras stand by and take over within seconds if it dies).
+    """
+    from .workers.app import app
+
+    app.Beat(scheduler="celery_agents.scheduler.beat:AgentsScheduler", loglevel=loglevel).run()
+
+
+@main.group()
+def schedules() -> None:
+    """Manage background runs and manifest schedules."""
+
+
+@schedules.command("list")
+def schedules_list() -> None:
+    """Every entry that has not ended."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .scheduler.admin import list_entries
+
+    table = Table("id", "name", "state", "runs", "errors", "every", "next run in")
+    for row in list_entries():
+        table.add_row(*row)
+    Console().print(table)
+
+
+@schedules.command("show")
+@click.argument("entry_id")
+def schedules_show(entry_id: str) -> None:
+    """One entry's counters and state."""
+    from .scheduler.admin import show_entry
+
+    for key, value in show_entry(entry_id).items():
+        click.echo(f"{key}: {value}")
+
+
+@schedules.command("pause")
+@click.argument("entry_id")
+def schedules_pause(entry_id: str) -> None:
+    """Stop firing an entry until it is resumed (a run in flight finishes)."""
+    from .scheduler.admin import pause_or_resume
+
+    click.echo(pause_or_resume(entry_id, "pause"))
+
+
+@schedules.command("resume")
+@click.argument("entry_id")
+def schedules_resume(entry_id: str) -> None:
+    """Fire a paused entry again (its next run is due at once)."""
+    from .scheduler.admin import pause_or_resume
+
+    click.echo(pause_or_resume(entry_id, "resume"))
+
+
+@schedules.command("remove")
+@click.argument("entry_id")
+def schedules_remove(entry_id: str) -> None:
+    """Cancel an entry: no run starts after this returns; the one in flight is cancelled."""
+    from .facade.background import BackgroundRun
+
+    BackgroundRun.attach(entry_id).cancel_sync()
+    click.echo(f"{entry_id}: cancelled")
+
+
+@main.command()
 @click.option("--prompt", default="In one sentence, what is a task queue?", show_default=True)
 def demo(prompt: str) -> None:
     """Start what is missing (Redis, a model, a worker), run an agent three ways, stop it all."""

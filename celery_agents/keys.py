@@ -42,6 +42,37 @@ class Keys:
     def worker_pattern(self) -> str:
         return f"{self.prefix}:worker:*"
 
+    def run_cancel(self, run_id: str) -> str:
+        """Set when a run is cancelled; a worker checks it before starting the run."""
+        return f"{self.prefix}:run:{run_id}:cancel"
+
+    def control_channel(self) -> str:
+        """Pub/sub channel every worker process listens on (``cancel <run_id>``)."""
+        return f"{self.prefix}:control"
+
+    def background(self, entry_id: str) -> str:
+        """Hash of a background run / schedule entry: its template, counters and state."""
+        return f"{self.prefix}:bg:{entry_id}"
+
+    def background_done(self, entry_id: str) -> str:
+        """Set of the run ids an entry has counted (completion is idempotent per run)."""
+        return f"{self.prefix}:bg:{entry_id}:done"
+
+    def schedule(self) -> str:
+        """Sorted set of entry ids by the time their next run is due."""
+        return f"{self.prefix}:schedule"
+
+    def background_index(self) -> str:
+        """Set of the ids of entries that have not ended."""
+        return f"{self.prefix}:bg-index"
+
+    def beat_lock(self) -> str:
+        return f"{self.prefix}:beat:lock"
+
+    def beat_alive(self) -> str:
+        """Exists while a beat holds the lock and ticks."""
+        return f"{self.prefix}:beat:alive"
+
     def client_channel(self, client_id: str) -> str:
         """A client's own channel; keeps its pub/sub connection subscribed while idle."""
         return f"{self.prefix}:client:{client_id}"

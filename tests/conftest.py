@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from celery_agents import Settings, configure
-from celery_agents.embedded.worker import WorkerProcess, start_worker
+from celery_agents.embedded.worker import WorkerProcess, start_beat, start_worker
 from celery_agents.testing.plugin import TEST_WORKER_ENV
 from celery_agents.testing.scripted_server import ScriptedModelServer
 
@@ -77,4 +78,119 @@ def private_worker(
     finally:
         for worker in started:
             worker.kill()
+        configure(Settings(redis_url=agents_redis_url, manifest=celery_agents_manifest_path))
+
+
+class Stack:
+    """A worker and beats of one test's own (own key prefix and queue), so a test can kill
+    or double the beat without touching the session's."""
+
+    def __init__(self, redis_url: str, manifest: Path) -> None:
+        self.prefix = f"stack-{uuid.uuid4().hex[:8]}"
+        self.redis_url = redis_url
+        self.manifest = manifest
+        self.env = {
+            **TEST_WORKER_ENV,
+            "CELERY_AGENTS_QUEUE": self.prefix,
+            "CELERY_AGENTS_RESULT_TTL": "30",
+        }
+        self.processes: list[WorkerProcess] = []
+        self.settings = Settings(
+            redis_url=redis_url,
+            manifest=manifest,
+            key_prefix=self.prefix,
+            queue=self.prefix,
+            result_ttl=30,
+        )
+
+    def worker(self) -> WorkerProcess:
+        worker = start_worker(
+            self.redis_url, manifest=self.manifest, extra_env=self.env, key_prefix=self.prefix
+        )
+        self.processes.append(worker)
+        return worker
+
+    def beat(self, *, wait: bool = True) -> WorkerProcess:
+        beat = start_beat(
+            self.redis_url,
+            manifest=self.manifest,
+            extra_env=self.env,
+            key_prefix=self.prefix,
+            wait=wait,
+        )
+        self.processes.append(beat)
+        return beat
+
+
+def make_stack(
+    redis_url: str,
+    manifest: Path,
+    tmp: Path,
+    *,
+    schedules: dict[str, Any] | None = None,
+    beat: bool = True,
+) -> Stack:
+    if schedules:
+        data = yaml.safe_load(manifest.read_text())
+        manifest = tmp / f"schedules-{uuid.uuid4().hex[:6]}.yaml"
+        manifest.write_text(yaml.safe_dump({**data, "schedules": schedules}))
+    made = Stack(redis_url, manifest)
+    made.worker()
+    if beat:
+        made.beat()
+    return made
+
+
+def end_stack(made: Stack) -> None:
+    for process in made.processes:
+        process.kill()
+
+
+@pytest.fixture
+def stack(
+    agents_redis_url: str, celery_agents_manifest_path: Path, tmp_path: Path
+) -> Iterator[Callable[..., Stack]]:
+    """``stack(schedules=...)``: a private worker + beat setup, the facade pointed at it."""
+    made: list[Stack] = []
+
+    def make(*, schedules: dict[str, Any] | None = None, beat: bool = True) -> Stack:
+        s = make_stack(
+            agents_redis_url, celery_agents_manifest_path, tmp_path, schedules=schedules, beat=beat
+        )
+        made.append(s)
+        configure(s.settings)
+        return s
+
+    try:
+        yield make
+    finally:
+        for s in made:
+            end_stack(s)
+        configure(Settings(redis_url=agents_redis_url, manifest=celery_agents_manifest_path))
+
+
+@pytest.fixture(scope="module")
+def _module_stack(
+    agents_redis_url: str,
+    celery_agents_manifest_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    made = make_stack(
+        agents_redis_url, celery_agents_manifest_path, tmp_path_factory.mktemp("stack")
+    )
+    try:
+        yield made
+    finally:
+        end_stack(made)
+
+
+@pytest.fixture
+def shared_stack(
+    _module_stack: Stack, agents_redis_url: str, celery_agents_manifest_path: Path
+) -> Iterator[Stack]:
+    """A private worker + beat shared by a module's tests that leave the beat alone."""
+    configure(_module_stack.settings)
+    try:
+        yield _module_stack
+    finally:
         configure(Settings(redis_url=agents_redis_url, manifest=celery_agents_manifest_path))

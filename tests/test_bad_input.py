@@ -44,7 +44,8 @@ async def test_unknown_provider_is_refused_before_queueing(
     scripted_model: ScriptedModelServer,
 ) -> None:
     with pytest.raises(
-        UnknownProviderError, match="unknown provider 'nope'.*known: local, openai, scripted, test"
+        UnknownProviderError,
+        match="unknown provider .nope.*known: blind, local, openai, scripted, scripted_tools, test",
     ):
         await Agent("a", "nope:model").run("x")
     with pytest.raises(UnknownProviderError, match="'nope'"):

@@ -65,17 +65,8 @@ def start_worker(
 ) -> WorkerProcess:
     """Start ``celery-agents worker`` and wait until it is consuming (its heartbeat is up)."""
     hostname = f"worker-{uuid.uuid4().hex[:8]}@%h"
-    env = {
-        **os.environ,
-        "CELERY_AGENTS_REDIS_URL": redis_url,
-        "CELERY_AGENTS_KEY_PREFIX": key_prefix,
-        "PYTHONUNBUFFERED": "1",
-        **(extra_env or {}),
-    }
-    if manifest is not None:
-        env["CELERY_AGENTS_MANIFEST"] = str(manifest)
+    env = _env(redis_url, manifest, key_prefix, extra_env, cwd)
     cwd = cwd or Path.cwd()
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(cwd), env.get("PYTHONPATH", "")) if p)
     log_path = Path(tempfile.mkstemp(prefix="celery-agents-worker-", suffix=".log")[1])
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
@@ -101,6 +92,64 @@ def start_worker(
     worker = WorkerProcess(hostname=hostname, process=process, log_path=log_path, env=env)
     _wait_ready(worker, redis_url, Keys(key_prefix), timeout)
     return worker
+
+
+def start_beat(
+    redis_url: str,
+    *,
+    manifest: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    key_prefix: str = "celery_agents",
+    timeout: float = 30.0,
+    cwd: Path | None = None,
+    wait: bool = True,
+) -> WorkerProcess:
+    """Start ``celery-agents beat``; with ``wait``, return once it holds the lock and ticks."""
+    env = _env(redis_url, manifest, key_prefix, extra_env, cwd)
+    log_path = Path(tempfile.mkstemp(prefix="celery-agents-beat-", suffix=".log")[1])
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery_agents.cli", "beat", "--loglevel", "INFO"],
+            env=env,
+            cwd=cwd or Path.cwd(),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    beat = WorkerProcess(hostname="beat", process=process, log_path=log_path, env=env)
+    if wait:
+        client = redis.Redis.from_url(redis_url)
+        deadline = time.monotonic() + timeout
+        try:
+            while not client.exists(Keys(key_prefix).beat_alive()):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    tail = beat.log_tail()
+                    beat.stop()
+                    raise ConfigError(f"the beat did not come up:\n{tail}")
+                time.sleep(0.05)  # a startup wait with a deadline
+        finally:
+            client.close()
+    return beat
+
+
+def _env(
+    redis_url: str,
+    manifest: Path | None,
+    key_prefix: str,
+    extra_env: dict[str, str] | None,
+    cwd: Path | None,
+) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "CELERY_AGENTS_REDIS_URL": redis_url,
+        "CELERY_AGENTS_KEY_PREFIX": key_prefix,
+        "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
+    }
+    if manifest is not None:
+        env["CELERY_AGENTS_MANIFEST"] = str(manifest)
+    root = str(cwd or Path.cwd())
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def _wait_ready(worker: WorkerProcess, redis_url: str, keys: Keys, timeout: float) -> None:

@@ -21,9 +21,11 @@ from ..jobs import Job
 from ..messages import ChatMessage
 from ..output import OutputSpec, import_type
 from ..streaming.hub import RunWatch
+from ..tasks.names import RUN_AGENT
 from ..tasks.payload import RunPayload
 from ..tools import REGISTRY
 from ..validation import field_errors
+from .background import BackgroundMixin, BackgroundStats
 from .bridge import on_io, run_sync
 from .client import AgentsClient, get_client
 from .follow import WAIT_GRACE, wait_message
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
     from .team import Member, Team, TeamRun
 
 
-class Agent:
+class Agent(BackgroundMixin):
     """An agent definition plus its own conversation (``conversation_id``)."""
 
     def __init__(
@@ -203,6 +205,29 @@ class Agent:
         await on_io(check_tools(get_client(), payload.agent.name, set(payload.agent.tools)))
         get_client().send(payload)
         return RunHandle(payload.run_id, timeout=payload.timeout)
+
+    async def run_in_background(
+        self,
+        *prompts: str,
+        max_count: int | None = None,
+        interval: float = 1.0,
+        block: bool = False,
+        store_history: bool = True,
+        model: str | None = None,
+        timeout: float | None = None,
+    ) -> BackgroundStats:
+        """Run on the beat: a run, then ``interval`` seconds, then the next; exactly
+        ``max_count`` runs (None: until ``cancel()``). ``block`` returns when it is done."""
+        payload = self._payload(join_prompts(prompts), store_history, model, None, timeout)
+        await on_io(check_tools(get_client(), self.name, set(payload.agent.tools)))
+        return await self._start_background(
+            RUN_AGENT,
+            payload.model_dump(mode="json"),
+            max_count=max_count,
+            interval=interval,
+            timeout=payload.timeout,
+            block=block,
+        )
 
     # -- history -------------------------------------------------------------------------
 

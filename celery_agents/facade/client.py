@@ -20,6 +20,7 @@ from ..history import ConversationStore
 from ..keys import Keys
 from ..messages import ChatMessage
 from ..streaming.hub import EventHub, RunWatch
+from ..streaming.publisher import EventPublisher
 from ..tasks.app import create_client_app
 from ..tasks.names import RUN_AGENT, RUN_TEAM
 from ..tasks.payload import RunPayload
@@ -61,6 +62,15 @@ class AgentsClient:
         return self._hub
 
     @property
+    def publisher(self) -> EventPublisher:
+        return EventPublisher(
+            self.redis,
+            self.keys,
+            log_cap=self.settings.replay_max_events,
+            ttl=self.settings.result_ttl,
+        )
+
+    @property
     def history(self) -> ConversationStore:
         if self._history is None:
             self._history = ConversationStore(self.redis, self.keys, ttl=self.settings.history_ttl)
@@ -88,6 +98,15 @@ class AgentsClient:
 
     async def watch(self, run_id: str, from_seq: int = 1) -> RunWatch:
         return await self.hub.watch(run_id, from_seq)
+
+    async def cancel_run(self, run_id: str) -> None:
+        """Cancel a run: refused if it has not started, stopped (between awaits) if it runs."""
+        await self.redis.set(self.keys.run_cancel(run_id), "1", ex=self.settings.result_ttl)
+        await self.redis.publish(self.keys.control_channel(), f"cancel {run_id}")
+        self.app.control.revoke(run_id)
+
+    async def beat_alive(self) -> bool:
+        return bool(await self.redis.exists(self.keys.beat_alive()))
 
     async def load_history(self, conversation_id: str) -> list[ChatMessage]:
         return await self.history.load(conversation_id)

@@ -57,6 +57,10 @@ class RunHandle:
         async for event in iterate_on_io(follow(watch, self._wait_for(timeout))):
             yield event
 
+    async def cancel(self) -> None:
+        """Cancel the run: it will not start, or stops at its next await if it runs."""
+        await on_io(get_client().cancel_run(self.run_id))
+
     async def status(self) -> RunStatus:
         """Where the run is, from its event log (``queued`` until a worker starts it)."""
         client = get_client()

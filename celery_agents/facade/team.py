@@ -21,8 +21,10 @@ from ..events import Event, MessageEvent, RunFailed, TalkEvent
 from ..jobs import Job
 from ..messages import AgentResponse, ChatMessage, Talk
 from ..streaming.hub import RunWatch
+from ..tasks.names import RUN_TEAM
 from ..tasks.tree import AgentNode, ChainNode, TeamNode, TreePayload
 from .agent import Agent, check_tools, join_prompts, run_timeout
+from .background import BackgroundMixin, BackgroundStats
 from .bridge import iterate_on_io, on_io, run_sync
 from .client import get_client
 from .follow import WAIT_GRACE, follow, wait_message
@@ -32,7 +34,7 @@ from .typed import typed
 Member: TypeAlias = "Agent | Team | TeamRun"
 
 
-class _Group:
+class _Group(BackgroundMixin):
     kind: ClassVar[str]
     separator: ClassVar[str]
     name: str
@@ -189,6 +191,28 @@ class _Group:
         """``run`` for synchronous code; also works inside a running event loop."""
         return run_sync(
             self.run(*prompts, store_history=store_history, model=model, timeout=timeout)
+        )
+
+    async def run_in_background(
+        self,
+        *prompts: str,
+        max_count: int | None = None,
+        interval: float = 1.0,
+        block: bool = False,
+        store_history: bool = True,
+        model: str | None = None,
+        timeout: float | None = None,
+    ) -> BackgroundStats:
+        """Run the whole tree on the beat, like ``Agent.run_in_background``."""
+        tree = self._tree(prompts, store_history, model, timeout)
+        await on_io(check_tools(get_client(), self.name, _tools_in(tree.node)))
+        return await self._start_background(
+            RUN_TEAM,
+            tree.model_dump(mode="json"),
+            max_count=max_count,
+            interval=interval,
+            timeout=tree.timeout,
+            block=block,
         )
 
     async def run_iter(

@@ -18,7 +18,8 @@ from .tree import AgentNode, Ancestor, ChainNode, GroupPayload, Handoff, TeamNod
 
 def build_canvas(app: Celery, tree: TreePayload) -> Signature:
     """The whole tree as one canvas; the root node's run id is ``tree.run_id``."""
-    return _Builder(app, tree).node(tree.node, tree.run_id, _Place((), (), (), ()), None)
+    root = _Place(tuple(tree.lineage), tuple(tree.position), (), ())
+    return _Builder(app, tree).node(tree.node, tree.run_id, root, None)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class _Builder:
             lineage=list(place.lineage),
             position=list(place.position),
             forwarded_from=list(place.forwarded),
+            background=self.tree.background if run_id == self.tree.run_id else None,
         ).model_dump(mode="json")
         if isinstance(node, TeamNode):
             return chord(group(members), self.task(COLLECT_TEAM, end, run_id, {"team": node.name}))

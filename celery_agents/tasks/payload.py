@@ -29,6 +29,7 @@ class RunPayload(BaseModel):
     prefixes: list[str] = Field(default_factory=list)
     handoff: Handoff | None = None
     forwarded_from: list[str] = Field(default_factory=list)
+    background: str | None = None  # the background entry this run belongs to
 
     @model_validator(mode="after")
     def _consistent(self) -> RunPayload:

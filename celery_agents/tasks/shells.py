@@ -11,6 +11,7 @@ from celery import Celery, Task
 
 from ..errors import CeleryAgentsError, InvalidPayloadError, RunError
 from ..events import RunStarted
+from ..workers.background import finish_background_run
 from ..workers.channel import RunChannel
 from ..workers.executor import execute_run
 from ..workers.groups import collect_team, finish_chain
@@ -51,14 +52,15 @@ def register_tasks(app: Celery) -> None:
         runtime = get_runtime()
         group = runtime.loop.run(_parse(runtime, GroupPayload, payload, self.request.id))
         records = [MemberRecord.parse(r) for r in results or []]
-        return _settle(group, runtime.loop.run(collect_team(runtime, group, records)))
+        record = runtime.loop.run(collect_team(runtime, group, records))
+        return _settle(runtime, group, record)
 
     @app.task(name=FINISH_CHAIN, bind=True)  # type: ignore[untyped-decorator]
     def finish_chain_task(self: Task, result: Any, *, payload: Any) -> dict[str, Any]:
         runtime = get_runtime()
         group = runtime.loop.run(_parse(runtime, GroupPayload, payload, self.request.id))
         record = MemberRecord.parse(result, name=group.name)
-        return _settle(group, runtime.loop.run(finish_chain(runtime, group, record)))
+        return _settle(runtime, group, runtime.loop.run(finish_chain(runtime, group, record)))
 
 
 async def _run_agent(
@@ -77,6 +79,8 @@ async def _run_agent(
     try:
         message = await execute_run(runtime, payload, previous=record, attempt=attempt)
     except CeleryAgentsError as exc:
+        if payload.background:
+            await finish_background_run(runtime, payload.background, payload.run_id, None, exc)
         if not payload.lineage:
             raise
         return MemberRecord(
@@ -86,6 +90,8 @@ async def _run_agent(
             position=payload.position,
             error=exc.to_json(),
         ).dump()
+    if payload.background:
+        await finish_background_run(runtime, payload.background, payload.run_id, message, None)
     if not payload.lineage:
         return message.model_dump(mode="json")
     return MemberRecord(
@@ -118,8 +124,15 @@ def _channel(runtime: WorkerRuntime, run_id: str, name: str) -> RunChannel:
     return RunChannel(runtime.publisher, run_id, name)
 
 
-def _settle(group: GroupPayload, record: MemberRecord) -> dict[str, Any]:
-    """A member group hands its record on; the root one raises its failure (Flower: FAILURE)."""
+def _settle(runtime: WorkerRuntime, group: GroupPayload, record: MemberRecord) -> dict[str, Any]:
+    """A member group hands its record on; the root one raises its failure (Flower: FAILURE).
+    The root of a background entry's run also counts the run."""
+    if group.background:
+        message = record.message if record.status == "ok" else None
+        error = None if message is not None else record.exception()
+        runtime.loop.run(
+            finish_background_run(runtime, group.background, group.run_id, message, error)
+        )
     if group.lineage:
         return record.dump()
     if record.status != "ok" or record.message is None:

@@ -58,6 +58,10 @@ class TreePayload(_Strict):
     prompt: str = Field(min_length=1)
     store_history: bool = True
     timeout: float = Field(gt=0)
+    # Set by the beat for a run of a background entry (the entry is the root's ancestor).
+    lineage: list[Ancestor] = Field(default_factory=list)
+    position: list[int] = Field(default_factory=list)
+    background: str | None = None
 
     @model_validator(mode="after")
     def _bounded(self) -> TreePayload:
@@ -96,6 +100,8 @@ class Ancestor(_Strict):
 
     run_id: str
     name: str
+    # A background entry above its runs wants their results, not every token.
+    results_only: bool = False
 
 
 class Handoff(_Strict):
@@ -114,6 +120,7 @@ class GroupPayload(_Strict):
     lineage: list[Ancestor] = Field(default_factory=list)
     position: list[int] = Field(default_factory=list)
     forwarded_from: list[str] = Field(default_factory=list)
+    background: str | None = None
 
     @classmethod
     def parse(cls, data: Any) -> Self:

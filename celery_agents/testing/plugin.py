@@ -7,6 +7,7 @@ providers, tools and agents; ``scripted_model.url`` is the scripted server's bas
   did not start, so nothing else is ever flushed).
 - ``scripted_model``: the ``ScriptedModelServer``, reset before each test.
 - ``agents_worker``: a ``celery-agents worker`` subprocess serving the manifest.
+- ``agents_beat``: a ``celery-agents beat`` subprocess (for background runs and schedules).
 - ``agents``: the facade configured to use them (``Settings``).
 """
 
@@ -21,7 +22,7 @@ import yaml
 
 from ..config.settings import Settings
 from ..embedded.redis_server import RedisServer, start_redis_server
-from ..embedded.worker import WorkerProcess, start_worker
+from ..embedded.worker import WorkerProcess, start_beat, start_worker
 from ..facade.client import configure, shutdown
 from .scripted_server import ScriptedModelServer
 
@@ -86,6 +87,18 @@ def agents_worker(
         yield worker
     finally:
         worker.stop()
+
+
+@pytest.fixture(scope="session")
+def agents_beat(
+    agents_redis_url: str, celery_agents_manifest_path: Path, agents_worker: WorkerProcess
+) -> Iterator[WorkerProcess]:
+    """A ``celery-agents beat`` for the session (background runs and manifest schedules)."""
+    beat = start_beat(agents_redis_url, manifest=celery_agents_manifest_path)
+    try:
+        yield beat
+    finally:
+        beat.stop()
 
 
 @pytest.fixture

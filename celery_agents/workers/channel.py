@@ -30,23 +30,27 @@ class RunChannel:
     position: tuple[int, ...] = ()
 
     async def emit(self, event: _Event) -> None:
-        await self._publish(event, event)
+        await self._publish(event, event, result=False)
 
     async def done(self, message: ChatMessage) -> None:
         await self._publish(
             RunDone(run_id=self.run_id, message=message),
             MessageEvent(run_id=self.run_id, message=message),
+            result=True,
         )
 
     async def failed(self, error: CeleryAgentsError) -> None:
         await self._publish(
             RunFailed(run_id=self.run_id, error=error.to_json()),
             MemberFailed(run_id=self.run_id, error=error.to_json()),
+            result=True,
         )
 
-    async def _publish(self, own: _Event, upward: _Event) -> None:
+    async def _publish(self, own: _Event, upward: _Event, *, result: bool) -> None:
         targets: list[tuple[str, _Event]] = [(self.run_id, own)]
         for depth, ancestor in enumerate(self.lineage):
+            if ancestor.results_only and not result:
+                continue
             tagged = upward.model_copy(
                 update={"member": self.name, "position": list(self.position[depth:])}
             )

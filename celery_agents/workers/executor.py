@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from ..config.manifest import parse_model_ref
-from ..errors import CeleryAgentsError, RunError, RunTimeout, UnknownToolError
+from ..errors import CeleryAgentsError, RunCancelled, RunError, RunTimeout, UnknownToolError
 from ..events import RunStarted, TalkEvent, TextDelta, ToolCallEvent, ToolResultEvent
 from ..llm.agent_loop import run_agent_loop
 from ..messages import ChatMessage, Participant, ToolCallInfo, Usage
@@ -100,11 +100,21 @@ async def execute_run(
         )
     )
     log.info("run start run_id=%s agent=%s model=%s", run_id, agent.name, agent.model)
+    task = asyncio.current_task()
+    if task is not None:
+        runtime.inflight[run_id] = task
     try:
+        if await runtime.redis.exists(runtime.keys.run_cancel(run_id)):
+            raise RunCancelled(f"run {run_id} was cancelled before it started", run_id=run_id)
         async with asyncio.timeout(payload.timeout):
             message = await _run(runtime, payload, channel, previous, started)
+    except asyncio.CancelledError:
+        if run_id not in runtime.cancelled or task is None:
+            raise  # the worker is shutting down: not ours to report
+        task.uncancel()
+        error: CeleryAgentsError = RunCancelled(f"run {run_id} was cancelled", run_id=run_id)
     except TimeoutError:
-        error: CeleryAgentsError = RunTimeout(
+        error = RunTimeout(
             f"run {run_id} timed out after {payload.timeout:g}s",
             run_id=run_id,
             timeout=payload.timeout,
@@ -126,6 +136,9 @@ async def execute_run(
         await channel.done(message)
         _log_end(payload, started, "succeeded", message.usage)
         return message
+    finally:
+        runtime.inflight.pop(run_id, None)
+        runtime.cancelled.discard(run_id)
     await channel.failed(error)
     _log_end(payload, started, f"failed error={type(error).__name__}", None)
     raise error

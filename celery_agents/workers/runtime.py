@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
 import socket
 import threading
 import time
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -48,6 +50,35 @@ class WorkerRuntime:
         self.models = ModelFactory(settings, manifest)
         self.hostname = f"{os.getpid()}@{socket.gethostname()}"
         self._heartbeat: concurrent.futures.Future[None] | None = None
+        # Runs executing in this process, so a ``cancel`` on the control channel reaches them.
+        self.inflight: dict[str, asyncio.Task[Any]] = {}
+        self.cancelled: set[str] = set()
+        self._control = asyncio.run_coroutine_threadsafe(self._listen_control(), self.loop.loop)
+
+    async def _listen_control(self) -> None:
+        """Follow the control channel: ``cancel <run_id>`` cancels that run if it runs here."""
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.keys.control_channel())
+                async for message in pubsub.listen():
+                    command, _, run_id = _text(message.get("data", b"")).partition(" ")
+                    if command == "cancel":
+                        self.cancel_local(run_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away: listen again once it is back
+                log.warning("control channel lost (%s); resubscribing", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def cancel_local(self, run_id: str) -> None:
+        task = self.inflight.get(run_id)
+        if task is not None:
+            self.cancelled.add(run_id)
+            task.cancel()
 
     async def _connect(self) -> aioredis.Redis:
         return aioredis.Redis.from_url(
@@ -87,6 +118,7 @@ class WorkerRuntime:
             await asyncio.sleep(HEARTBEAT_EVERY)
 
     def close(self) -> None:
+        self._control.cancel()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         try:
@@ -121,3 +153,7 @@ def close_runtime() -> None:
         if _runtime is not None and _runtime_pid == os.getpid():
             _runtime.close()
         _runtime = None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

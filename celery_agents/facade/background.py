@@ -1,0 +1,237 @@
+"""``run_in_background``: runs at an interval on the beat, followed live from any process.
+
+    stats = await agent.run_in_background("check the error rate", max_count=3, interval=1.0)
+    while agent.is_running:
+        print(stats.message_count)
+    await agent.cancel()
+
+``BackgroundStats`` follows the entry's channel (every run's result, then the entry's end) on
+the facade's I/O loop; its fields are plain attributes, so reading them costs nothing.
+``BackgroundRun.attach(id)`` follows an entry started elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from ..errors import CeleryAgentsError, RunCancelled, UserError, error_from_json
+from ..events import MemberFailed, MessageEvent, RunDone, RunFailed, is_terminal
+from ..messages import ChatMessage
+from ..scheduler.entries import Entries, Entry, EntryTemplate, ttl_until
+from ..streaming.hub import RunWatch
+from .bridge import on_io, run_sync
+from .client import get_client
+
+_NO_BEAT = (
+    "no beat is running: background runs are fired by the scheduler; start one with "
+    "`celery-agents beat` (exactly one stays active, extra ones stand by)"
+)
+
+
+class BackgroundStats:
+    """A background entry's live state: ``message_count``, ``messages``, ``errors``,
+    ``is_running``; ``await wait()`` for the end, ``await cancel()`` to stop it."""
+
+    def __init__(self, entry_id: str, name: str, max_count: int | None) -> None:
+        self.id = entry_id
+        self.name = name
+        self.max_count = max_count
+        self.messages: list[ChatMessage] = []
+        self.errors: list[CeleryAgentsError] = []
+        self.is_running = True
+        self.result: ChatMessage | None = None
+        self.error: CeleryAgentsError | None = None
+        self._seen: set[str] = set()
+        self._ended = asyncio.Event()  # these two live on the I/O loop
+        self._changed = asyncio.Event()
+        self._pump: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"BackgroundStats(id={self.id!r}, name={self.name!r}, messages="
+            f"{self.message_count}, errors={len(self.errors)}, running={self.is_running})"
+        )
+
+    @property
+    def message_count(self) -> int:
+        return len(self.messages)
+
+    @classmethod
+    def attach(cls, entry_id: str) -> BackgroundStats:
+        """Follow an entry started by another process (or a manifest schedule)."""
+        return run_sync(_attach(entry_id))
+
+    async def wait(self) -> ChatMessage | None:
+        """Wait for the entry's end; its last good message, or its failure raised."""
+        if self.max_count is None and self.is_running:
+            raise UserError(
+                f"background run {self.name!r} has no max_count and would never end: "
+                "cancel() it, or give max_count"
+            )
+        await self.ended()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    async def wait_for_messages(self, count: int, timeout: float | None = None) -> None:
+        """Wait until ``count`` messages arrived (``TimeoutError`` after ``timeout``)."""
+
+        async def until_count() -> None:
+            async with asyncio.timeout(timeout):
+                while self.message_count < count:
+                    if self._ended.is_set():
+                        raise UserError(
+                            f"background run {self.name!r} ended after "
+                            f"{self.message_count} messages"
+                        )
+                    self._changed.clear()
+                    await self._changed.wait()
+
+        await on_io(until_count())
+
+    async def ended(self, timeout: float | None = None) -> None:
+        """Wait until the entry has ended (its last run, a failure limit, or ``cancel()``)."""
+
+        async def until_end() -> None:
+            async with asyncio.timeout(timeout):
+                await self._ended.wait()
+
+        await on_io(until_end())
+
+    async def cancel(self) -> None:
+        """Stop future runs and cancel the one in flight; returns once no run can start."""
+        await on_io(_cancel(self.id))
+
+    def cancel_sync(self) -> None:
+        run_sync(self.cancel())
+
+    def _apply(self, event: Any) -> None:
+        if is_terminal(event):
+            if isinstance(event, RunDone):
+                self.result = event.message
+            elif isinstance(event, RunFailed):
+                self.error = event.exception()
+            self.is_running = False
+            self._ended.set()
+            return
+        if event.position is None or len(event.position) != 1 or event.run_id in self._seen:
+            return  # deeper members' events, or a redelivered run's second report
+        if isinstance(event, MessageEvent):
+            self._seen.add(event.run_id)
+            self.messages.append(event.message)
+        elif isinstance(event, MemberFailed):
+            self._seen.add(event.run_id)
+            self.errors.append(error_from_json(event.error))
+
+    async def _follow(self, watch: RunWatch) -> None:
+        try:
+            while not self._ended.is_set():
+                self._apply(await watch.next_event())
+                self._changed.set()
+        finally:
+            await watch.close()
+
+
+BackgroundRun = BackgroundStats
+"""The same object, by the name used to attach to an entry: ``BackgroundRun.attach(id)``."""
+
+
+class BackgroundMixin:
+    """``run_in_background``, ``is_running`` and ``cancel`` for Agent, Team and TeamRun."""
+
+    _background: BackgroundStats | None = None
+
+    def _label(self) -> str:
+        return str(getattr(self, "name", type(self).__name__))
+
+    @property
+    def is_running(self) -> bool:
+        """True from ``run_in_background`` until its last run ended or it was cancelled."""
+        return self._background is not None and self._background.is_running
+
+    async def cancel(self) -> None:
+        """Cancel the running background entry (no-op if none runs)."""
+        if self._background is not None:
+            await self._background.cancel()
+
+    async def _start_background(
+        self,
+        task: str,
+        payload: dict[str, Any],
+        *,
+        max_count: int | None,
+        interval: float,
+        timeout: float,
+        block: bool,
+    ) -> BackgroundStats:
+        if self.is_running and self._background is not None:
+            raise UserError(
+                f"{self._label()!r} already runs in the background (entry {self._background.id}); "
+                "await cancel() first, or wait() for it"
+            )
+        if max_count is not None and max_count < 1:
+            raise UserError(
+                f"max_count must be at least 1 (or None to run until cancelled), got {max_count}"
+            )
+        if interval < 0:
+            raise UserError(f"interval must not be negative, got {interval}")
+        template = EntryTemplate(
+            name=self._label(),
+            task=task,
+            payload=payload,
+            interval=interval,
+            max_count=max_count,
+            timeout=timeout,
+        )
+        stats = await on_io(_create(template))
+        self._background = stats
+        if block:
+            await stats.wait()
+        return stats
+
+
+async def _create(template: EntryTemplate) -> BackgroundStats:
+    client = get_client()
+    if not await client.beat_alive():
+        raise UserError(_NO_BEAT)
+    entry_id = uuid.uuid4().hex
+    stats = BackgroundStats(entry_id, template.name, template.max_count)
+    watch = await client.hub.watch(entry_id, replay=False)  # subscribed before anything fires
+    now = time.time()
+    await Entries(client.redis, client.keys).create(
+        entry_id, template, now, ttl_until(now, now, template.timeout, client.settings.result_ttl)
+    )
+    stats._pump = asyncio.create_task(stats._follow(watch))
+    return stats
+
+
+async def _attach(entry_id: str) -> BackgroundStats:
+    client = get_client()
+    entry = Entry.from_hash(entry_id, await Entries(client.redis, client.keys).read(entry_id))
+    if entry.state == "unknown":
+        raise UserError(f"no background run {entry_id!r} (it may have ended and expired)")
+    stats = BackgroundStats(entry_id, entry.name, entry.max_count)
+    watch = await client.hub.watch(entry_id)  # replays what happened so far, then follows
+    stats._pump = asyncio.create_task(stats._follow(watch))
+    return stats
+
+
+async def _cancel(entry_id: str) -> None:
+    client = get_client()
+    outcome = await Entries(client.redis, client.keys).cancel(entry_id, client.settings.result_ttl)
+    if outcome is None:
+        raise UserError(f"no background run {entry_id!r}")
+    state, inflight = (_text(v) for v in outcome)
+    if state not in ("active", "paused"):
+        return  # it had ended already
+    if inflight:
+        await client.cancel_run(inflight)
+    error = RunCancelled(f"background run {entry_id} was cancelled", entry=entry_id)
+    await client.publisher.publish(RunFailed(run_id=entry_id, error=error.to_json()))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,178 @@
+"""``AgentsScheduler``: Celery beat driven by the background entries in Redis.
+
+``celery-agents beat`` (or ``celery -A celery_agents.workers.app beat -S
+celery_agents.scheduler.beat:AgentsScheduler``) runs it. Each ``tick``:
+
+1. holds the beat lock (one active beat; another takes over within ``LOCK_TTL`` of the
+   holder's death) and refreshes the heartbeat that clients check;
+2. claims every due entry (atomically, so two beats can never fire one twice) and sends its run;
+3. now and then counts a run lost whose worker vanished (past its timeout) as failed, so the
+   entry goes on;
+4. returns how long to sleep: until the next due entry, at most ``MAX_SLEEP`` so new entries
+   fire within a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import redis
+from celery import beat
+
+from ..config.manifest import AgentsManifest
+from ..config.settings import Settings
+from ..errors import RunError
+from ..keys import Keys
+from ..streaming.publisher import SyncEventPublisher
+from ..tasks.app import create_client_app
+from . import scripts
+from .entries import Entries, Entry, end_event, ttl_until
+from .manifest_schedules import sync_manifest_schedules
+
+log = logging.getLogger("celery_agents.beat")
+
+LOCK_TTL = 3.0
+MAX_SLEEP = 0.2
+WATCHDOG_EVERY = 5.0
+LOST_GRACE = 30.0
+
+
+class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
+    """A Celery beat scheduler whose entries live in Redis (see ``scheduler/entries.py``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.settings = Settings()
+        self.keys = Keys(self.settings.key_prefix)
+        self.redis = redis.Redis.from_url(self.settings.redis_url, client_name="celery-agents-beat")
+        self.entries = Entries(self.redis, self.keys)
+        self.sender = create_client_app(self.settings)
+        self.token = uuid.uuid4().hex
+        self.holding = False
+        self.next_watchdog = 0.0
+        self._hold = self.redis.register_script(scripts.HOLD_LOCK)
+        self.publisher = SyncEventPublisher(
+            self.redis,
+            self.keys,
+            log_cap=self.settings.replay_max_events,
+            ttl=self.settings.result_ttl,
+        )
+        super().__init__(*args, **kwargs)
+
+    def setup_schedule(self) -> None:
+        """Celery's own schedule stays empty; the manifest's schedules become entries."""
+        manifest_path = self.settings.manifest
+        if manifest_path:
+            manifest = AgentsManifest.from_yaml(manifest_path)
+            sync_manifest_schedules(self.entries, manifest, self.settings, time.time())
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        try:
+            return self._tick(time.time())
+        except redis.RedisError as exc:
+            log.warning("beat tick failed (%s); retrying", exc)
+            self.holding = False
+            return 1.0
+
+    def _tick(self, now: float) -> float:
+        held = bool(
+            self._hold(keys=[self.keys.beat_lock()], args=[self.token, int(LOCK_TTL * 1000)])
+        )
+        if held != self.holding:
+            log.info("beat %s the lock", "holds" if held else "waits for")
+            self.holding = held
+        if not held:
+            return LOCK_TTL / 3
+        self.redis.set(self.keys.beat_alive(), self.token, px=int(LOCK_TTL * 1000))
+        for raw_id in self.redis.zrangebyscore(self.keys.schedule(), "-inf", now, start=0, num=200):
+            self._fire(_text(raw_id), now)
+        if now >= self.next_watchdog:
+            self.next_watchdog = now + WATCHDOG_EVERY
+            self._count_lost_runs(now)
+        upcoming = self.redis.zrange(self.keys.schedule(), 0, 0, withscores=True)
+        if not upcoming:
+            return MAX_SLEEP
+        return min(max(float(upcoming[0][1]) - time.time(), 0.005), MAX_SLEEP)
+
+    def _fire(self, entry_id: str, now: float) -> None:
+        entry = Entry.from_hash(entry_id, self.redis.hgetall(self.keys.background(entry_id)))
+        run_id = uuid.uuid4().hex
+        ttl = ttl_until(now, now, entry.timeout, self.settings.result_ttl)
+        number = self.entries.claim(entry_id, now, run_id, ttl)
+        if number is None:
+            return
+        payload = entry.run_payload(run_id, int(number))
+        try:
+            self.sender.send_task(
+                entry.task,
+                kwargs={"payload": payload},
+                task_id=run_id,
+                kwargsrepr=json.dumps(
+                    {
+                        "background": entry.name,
+                        "entry": entry_id,
+                        "run": int(number),
+                        "run_id": run_id,
+                    }
+                ),
+                argsrepr="()",
+            )
+        except Exception as exc:  # the broker refused: give the run back, try again soon
+            log.warning("could not send run %s of %s: %s", number, entry.name, exc)
+            self.entries.unclaim(entry_id, run_id, now + 1.0)
+            return
+        log.info("fired entry=%s name=%s run=%s run_id=%s", entry_id, entry.name, number, run_id)
+
+    def _count_lost_runs(self, now: float) -> None:
+        """A run in flight far past its timeout lost its worker: count it failed, go on."""
+        for raw_id in self.redis.smembers(self.keys.background_index()):
+            entry_id = _text(raw_id)
+            entry = Entry.from_hash(entry_id, self.redis.hgetall(self.keys.background(entry_id)))
+            if not entry.inflight or entry.inflight_since is None:
+                continue
+            if now - entry.inflight_since < entry.timeout + LOST_GRACE:
+                continue
+            error = RunError(f"run {entry.inflight} of {entry.name!r} was lost with its worker")
+            due = entry.next_due(now)
+            outcome = self.entries.complete(
+                entry_id,
+                entry.inflight,
+                False,
+                json.dumps(error.to_json()),
+                due,
+                ttl_until(due, now, entry.timeout, self.settings.result_ttl),
+                self.settings.result_ttl,
+            )
+            log.warning(
+                "entry %s: counted lost run %s as failed (%s)",
+                entry_id,
+                entry.inflight,
+                _text(outcome),
+            )
+            if _text(outcome) == "end":
+                ended = Entry.from_hash(
+                    entry_id, self.redis.hgetall(self.keys.background(entry_id))
+                )
+                self.publisher.publish(end_event(ended))
+
+    def close(self) -> None:
+        """Let go of the lock at once, so another beat takes over without waiting."""
+        self.redis.eval(scripts.RELEASE_LOCK, 1, self.keys.beat_lock(), self.token)
+        if self.holding:
+            self.redis.delete(self.keys.beat_alive())
+        super().close()
+
+    # Celery's persistent-schedule hooks: our state is all in Redis.
+    def sync(self) -> None:
+        pass
+
+    @property
+    def info(self) -> str:
+        return f"    . redis -> {self.settings.redis_url} (entries under {self.keys.prefix}:bg:*)"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
