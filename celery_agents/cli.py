@@ -90,10 +90,11 @@ def schedules_list() -> None:
 
     from .scheduler.admin import list_entries
 
-    table = Table("id", "name", "state", "runs", "errors", "every", "next run in")
-    for row in list_entries():
-        table.add_row(*row)
-    Console().print(table)
+    table = Table("name", "state", "runs", "errors", "every", "next run in")
+    table.add_column("id", no_wrap=True)  # never cut: users copy it into other commands
+    for entry_id, *rest in list_entries():
+        table.add_row(*rest, entry_id)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 @schedules.command("show")

@@ -17,7 +17,7 @@ import click
 
 from .config.settings import Settings
 from .embedded.redis_server import redis_answers, start_redis_server
-from .embedded.worker import start_worker
+from .embedded.worker import start_beat, start_worker
 from .facade import Agent, configure
 from .facade.client import shutdown
 from .messages import AgentResponse, Talk
@@ -69,6 +69,8 @@ def run_demo(prompt: str) -> None:
             redis_url, concurrency=4, extra_env=model_env, key_prefix=settings.key_prefix
         )
         _say(f"started a worker ({worker.hostname})")
+        beat = start_beat(redis_url, extra_env=model_env, key_prefix=settings.key_prefix)
+        _say("started a beat (it fires background runs)")
         try:
             configure(settings, redis_url=redis_url)
             agent = Agent(
@@ -80,8 +82,9 @@ def run_demo(prompt: str) -> None:
             asyncio.run(_show(agent, prompt))
         finally:
             shutdown()
+            beat.stop()
             worker.stop()
-            _say("stopped the worker")
+            _say("stopped the beat and the worker")
 
 
 async def _show(agent: Agent, prompt: str) -> None:
@@ -132,6 +135,16 @@ async def _show(agent: Agent, prompt: str) -> None:
                 click.echo(f"  {item.source.name} -> {item.targets[0].name}")
             case AgentResponse():
                 click.echo(f"[{item.agent_name}] {_brief(item.message.content)}")
+
+    _say("agent.run_in_background(..., max_count=3, interval=1.0): the count, live")
+    stats = await agent.run_in_background(
+        "Give one tip for reliable job queues.", max_count=3, interval=1.0, store_history=False
+    )
+    for count in range(1, 4):
+        await stats.wait_for_messages(count, timeout=120)
+        click.echo(f"  message_count={stats.message_count}: {stats.messages[-1].content}")
+    await stats.wait()
+    _say(f"is_running={agent.is_running}, errors={len(stats.errors)}")
 
 
 def _brief(content: object) -> str:

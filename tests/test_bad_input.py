@@ -186,3 +186,19 @@ def test_a_bad_manifest_field_names_the_file_and_the_field() -> None:
 def test_a_missing_manifest_file_is_named() -> None:
     with pytest.raises(ConfigError, match="nowhere.yaml: cannot read manifest"):
         AgentsManifest.from_yaml("/nowhere.yaml")
+
+
+@pytest.mark.parametrize(
+    ("schedules", "message"),
+    [
+        ("{s: {agent: ghost, prompt: x, every: 1}}", "schedules.s.agent: unknown agent 'ghost'"),
+        ("{s: {team: ghost, prompt: x, every: 1}}", "schedules.s.team: unknown team 'ghost'"),
+        ("{s: {agent: a, prompt: x}}", "schedules.s: give exactly one of 'every' or 'cron'"),
+        ("{s: {agent: a, prompt: x, cron: '0 25 * * *'}}", "schedules.s: cron '0 25 \\* \\* \\*'"),
+        ("{s: {agent: a, prompt: x, cron: '0 2 * * *', timezone: Mars/Base}}", "Mars/Base"),
+    ],
+)
+def test_bad_schedules_name_the_field(schedules: str, message: str) -> None:
+    text = f"agents: {{a: {{model: 'test:echo'}}}}\nschedules: {schedules}\n"
+    with pytest.raises(ConfigError, match=message):
+        AgentsManifest.from_text(text, source="m.yaml")

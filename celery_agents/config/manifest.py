@@ -5,6 +5,7 @@ A bad file gives a ``ConfigError`` that names the file and the field (``agents.a
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -111,6 +112,13 @@ class ScheduleSpec(_Strict):
             raise ValueError("give exactly one of 'agent' or 'team'")
         if (self.every is None) == (self.cron is None):
             raise ValueError("give exactly one of 'every' or 'cron'")
+        if self.cron is not None:
+            from ..scheduler.cron import CronError, next_fire, parse_cron  # pure, no Celery
+
+            try:
+                next_fire(parse_cron(self.cron), datetime.now(UTC), self.timezone)
+            except CronError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
 
@@ -138,6 +146,11 @@ class AgentsManifest(_Strict):
             for member in team.members:
                 if member not in self.agents and member not in self.teams:
                     raise ValueError(f"teams.{name}.members: unknown agent or team {member!r}")
+        for name, schedule in self.schedules.items():
+            if schedule.agent is not None and schedule.agent not in self.agents:
+                raise ValueError(f"schedules.{name}.agent: unknown agent {schedule.agent!r}")
+            if schedule.team is not None and schedule.team not in self.teams:
+                raise ValueError(f"schedules.{name}.team: unknown team {schedule.team!r}")
         return self
 
     @property

@@ -1,0 +1,44 @@
+"""The command line, run as a user would (a real process, the real entry point)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from celery_agents import Agent
+from tests.conftest import Stack
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "celery_agents.cli", *args], capture_output=True,
+                          text=True, timeout=60, env=env)
+
+
+@pytest.mark.parametrize("command", [["--help"], ["worker", "--help"], ["beat", "--help"],
+                                     ["schedules", "--help"], ["demo", "--help"]])
+def test_every_command_has_help(command: list[str]) -> None:
+    result = cli(*command)
+    assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+@pytest.mark.usefixtures("agents")
+async def test_schedules_list_pause_and_resume(shared_stack: Stack) -> None:
+    stats = await Agent("listed", "test:echo").run_in_background("x", interval=0.05)
+    env = {**shared_stack.processes[0].env}
+    try:
+        listed = cli("schedules", "list", env=env)
+        assert listed.returncode == 0 and stats.id in listed.stdout and "listed" in listed.stdout
+        assert cli("schedules", "pause", stats.id, env=env).stdout.strip() == f"{stats.id}: paused"
+        shown = cli("schedules", "show", stats.id, env=env).stdout
+        assert "state: paused" in shown
+        assert cli("schedules", "resume", stats.id, env=env).stdout.strip() == f"{stats.id}: active"
+    finally:
+        await stats.cancel()
+
+
+def test_a_user_mistake_is_one_line_and_a_non_zero_exit(shared_stack: Stack) -> None:
+    result = cli("schedules", "show", "no-such-entry", env=shared_stack.processes[0].env)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: no background run or schedule 'no-such-entry'"
