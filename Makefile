@@ -31,6 +31,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/roundtrip.py
 	$(PY) bench/teams.py
+	$(PY) bench/background.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache
