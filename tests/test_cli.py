@@ -12,12 +12,25 @@ from tests.conftest import Stack
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "celery_agents.cli", *args], capture_output=True,
-                          text=True, timeout=60, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "celery_agents.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
 
 
-@pytest.mark.parametrize("command", [["--help"], ["worker", "--help"], ["beat", "--help"],
-                                     ["schedules", "--help"], ["demo", "--help"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["--help"],
+        ["worker", "--help"],
+        ["beat", "--help"],
+        ["schedules", "--help"],
+        ["demo", "--help"],
+    ],
+)
 def test_every_command_has_help(command: list[str]) -> None:
     result = cli(*command)
     assert result.returncode == 0 and "Usage:" in result.stdout

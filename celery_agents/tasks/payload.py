@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from ..config.manifest import AgentSpec
 from .tree import Ancestor, Handoff
-from .wire import parse_payload, preview
+from .wire import WireModel, preview
 
 
-class RunPayload(BaseModel):
+class RunPayload(WireModel):
     """One agent run. Holds no secrets: providers' keys are read on the workers."""
-
-    model_config = ConfigDict(extra="forbid")
 
     version: Literal[1] = 1
     run_id: str = Field(min_length=1, max_length=64)
@@ -36,11 +34,6 @@ class RunPayload(BaseModel):
         if len(self.lineage) != len(self.position):
             raise ValueError("lineage and position must have the same length")
         return self
-
-    @classmethod
-    def parse(cls, data: Any) -> Self:
-        """Validate a task message's payload; an ``InvalidPayloadError`` names the bad fields."""
-        return parse_payload(cls, data)
 
     def summary(self) -> dict[str, Any]:
         """Short, secret-free description for Flower and logs."""

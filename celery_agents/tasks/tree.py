@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config.manifest import AgentSpec
-from .wire import parse_payload, preview
+from .wire import WireModel, preview
 
 MAX_DEPTH = 8
 MAX_NODES = 256
@@ -49,7 +49,7 @@ Node = Annotated[AgentNode | TeamNode | ChainNode, Field(discriminator="kind")]
 GroupNode = Annotated[TeamNode | ChainNode, Field(discriminator="kind")]
 
 
-class TreePayload(_Strict):
+class TreePayload(WireModel):
     """One Team or TeamRun run."""
 
     version: Literal[1] = 1
@@ -81,10 +81,6 @@ class TreePayload(_Strict):
         walk(self.node, 1)
         return self
 
-    @classmethod
-    def parse(cls, data: Any) -> Self:
-        return parse_payload(cls, data)
-
     def summary(self) -> dict[str, Any]:
         """Short, secret-free description for Flower and logs."""
         return {
@@ -111,7 +107,7 @@ class Handoff(_Strict):
     target: str
 
 
-class GroupPayload(_Strict):
+class GroupPayload(WireModel):
     """What ``collect_team`` / ``finish_chain`` need about their Team or TeamRun."""
 
     run_id: str
@@ -121,7 +117,3 @@ class GroupPayload(_Strict):
     position: list[int] = Field(default_factory=list)
     forwarded_from: list[str] = Field(default_factory=list)
     background: str | None = None
-
-    @classmethod
-    def parse(cls, data: Any) -> Self:
-        return parse_payload(cls, data)

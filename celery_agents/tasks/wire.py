@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import InvalidPayloadError
 from ..validation import field_errors
@@ -20,6 +20,17 @@ def parse_payload(model: type[M], data: Any) -> M:
     except ValidationError as exc:
         fields = field_errors(exc, root="payload")
         raise InvalidPayloadError(f"invalid {model.__name__} payload: {fields}") from None
+
+
+class WireModel(BaseModel):
+    """A strict model that crosses the broker; ``parse`` is its validating entry point."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def parse(cls, data: Any) -> Self:
+        """Validate a task message's payload; an ``InvalidPayloadError`` names the bad fields."""
+        return parse_payload(cls, data)
 
 
 def preview(prompt: str) -> str:
