@@ -77,6 +77,32 @@ def beat(loglevel: str) -> None:
     app.Beat(scheduler="celery_agents.scheduler.beat:AgentsScheduler", loglevel=loglevel).run()
 
 
+@main.command()
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=5555, show_default=True, type=int)
+@click.option(
+    "--basic-auth",
+    envvar="CELERY_AGENTS_FLOWER_BASIC_AUTH",
+    default=None,
+    help="user:password (or CELERY_AGENTS_FLOWER_BASIC_AUTH); required off loopback.",
+)
+def flower(address: str, port: int, basic_auth: str | None) -> None:
+    """Start Flower with our app: every run as a task, with a short secret-free summary."""
+    from .errors import UserError
+
+    if not basic_auth and address not in ("127.0.0.1", "localhost", "::1"):
+        raise UserError(
+            f"Flower on {address} would be open to anyone: set --basic-auth user:password "
+            "(or CELERY_AGENTS_FLOWER_BASIC_AUTH), or listen on 127.0.0.1"
+        )
+    from .workers.app import app
+
+    argv = ["flower", f"--address={address}", f"--port={port}"]
+    if basic_auth:
+        argv.append(f"--basic-auth={basic_auth}")
+    app.start(argv=argv)
+
+
 @main.group()
 def schedules() -> None:
     """Manage background runs and manifest schedules."""
@@ -133,6 +159,58 @@ def schedules_remove(entry_id: str) -> None:
 
     BackgroundRun.attach(entry_id).cancel_sync()
     click.echo(f"{entry_id}: cancelled")
+
+
+@main.command()
+def status() -> None:
+    """Workers (concurrency, runs in flight), the beat, queue depth, background entries, and
+    each agent's runs, tokens and cost over the last hour."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .config.settings import Settings
+    from .status import gather_status
+
+    report = gather_status(Settings())
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    workers = Table("worker", "concurrency", "in flight", "tools", "up", title="workers")
+    for w in report.workers:
+        busy = "?" if w.active is None else str(w.active)
+        workers.add_row(w.hostname, str(w.concurrency), busy, str(w.tools), f"{w.up_seconds:.0f}s")
+    console.print(workers if report.workers else "workers: none alive")
+    console.print(f"beat: {'alive' if report.beat_alive else 'not running'}")
+    for queue, depth in report.queues.items():
+        console.print(f"queue {queue}: {'?' if depth is None else depth} waiting")
+    console.print(f"background entries: {len(report.entries)} active")
+    usage = Table("agent", "runs", "errors", "tokens in", "tokens out", "cost", title="last hour")
+    for agent, row in sorted(report.usage.items()):
+        cost = f"${row['cost']:.6f}" if "cost" in row else "-"
+        usage.add_row(
+            agent,
+            *(f"{row.get(k, 0):.0f}" for k in ("runs", "errors", "input_tokens", "output_tokens")),
+            cost,
+        )
+    console.print(usage if report.usage else "last hour: no runs")
+
+
+@main.command()
+@click.argument("name")
+@click.argument("prompt")
+@click.option("--stream", is_flag=True, help="Print tokens as they arrive (agents, TeamRuns).")
+@click.option("--iter", "iterate", is_flag=True, help="Print each member's message as it ends.")
+@click.option("--model", default=None, help="Override the model, e.g. test:echo.")
+@click.option("--timeout", default=None, type=float, help="Seconds the run may take.")
+def run(
+    name: str, prompt: str, stream: bool, iterate: bool, model: str | None, timeout: float | None
+) -> None:
+    """Run the agent or team NAME of the manifest (CELERY_AGENTS_MANIFEST) on PROMPT."""
+    import asyncio
+
+    from .runner import run_named
+
+    asyncio.run(
+        run_named(name, prompt, stream=stream, iterate=iterate, model=model, timeout=timeout)
+    )
 
 
 @main.command()

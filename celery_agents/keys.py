@@ -73,6 +73,10 @@ class Keys:
         """Exists while a beat holds the lock and ticks."""
         return f"{self.prefix}:beat:alive"
 
+    def usage_minute(self, minute: int) -> str:
+        """Hash of per-agent runs, errors, tokens and cost in one minute (epoch minutes)."""
+        return f"{self.prefix}:usage:{minute}"
+
     def client_channel(self, client_id: str) -> str:
         """A client's own channel; keeps its pub/sub connection subscribed while idle."""
         return f"{self.prefix}:client:{client_id}"

@@ -55,3 +55,53 @@ def test_a_user_mistake_is_one_line_and_a_non_zero_exit(shared_stack: Stack) -> 
     result = cli("schedules", "show", "no-such-entry", env=shared_stack.processes[0].env)
     assert result.returncode == 1
     assert result.stderr.strip() == "error: no background run or schedule 'no-such-entry'"
+
+
+def test_run_stream_prints_tokens(shared_stack: Stack) -> None:
+    result = cli(
+        "run", "writer", "tokens as they come", "--stream", env=shared_stack.processes[0].env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "tokens as they come"
+    assert "tokens in" in result.stderr
+
+
+def test_run_iter_prints_each_member_of_a_team(shared_stack: Stack) -> None:
+    result = cli(
+        "run",
+        "reviewers",
+        "review",
+        "--iter",
+        "--model",
+        "test:echo",
+        env=shared_stack.processes[0].env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "[analyst] Be brief.\n\nreview" in result.stdout
+    assert "[critic] Be brief.\n\nreview" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "nosuch", "x"], "error: no agent or team 'nosuch'"),
+        (["run", "reviewers", "x", "--stream"], "error: 'reviewers' is a parallel team"),
+        (["flower", "--address", "0.0.0.0"], "error: Flower on 0.0.0.0 would be open to anyone"),
+    ],
+)
+def test_cli_user_errors_are_one_line(shared_stack: Stack, args: list[str], message: str) -> None:
+    result = cli(*args, env=shared_stack.processes[0].env)
+    assert result.returncode == 1
+    assert result.stderr.startswith(message) and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_status_shows_workers_beat_queue_and_last_hour(shared_stack: Stack) -> None:
+    assert cli("run", "writer", "count me", env=shared_stack.processes[0].env).returncode == 0
+    result = cli("status", env=shared_stack.processes[0].env)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    worker = next(p for p in shared_stack.processes if p.hostname != "beat")
+    assert worker.hostname in out
+    assert "beat: alive" in out
+    assert f"queue {shared_stack.prefix}: 0 waiting" in out
+    assert "writer" in out.split("last hour")[1]

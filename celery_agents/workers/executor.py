@@ -20,6 +20,7 @@ from ..messages import ChatMessage, Participant, ToolCallInfo, Usage
 from ..tasks.payload import RunPayload
 from ..tasks.records import MemberRecord
 from ..tools import Tool
+from .accounting import record_run
 from .channel import RunChannel, add_usage
 from .pricing import cost_of
 from .runtime import WorkerRuntime
@@ -134,12 +135,16 @@ async def execute_run(
             ttl=runtime.settings.result_ttl,
         )
         await channel.done(message)
+        await record_run(
+            runtime.redis, runtime.keys, agent.name, message.usage, message.cost, ok=True
+        )
         _log_end(payload, started, "succeeded", message.usage)
         return message
     finally:
         runtime.inflight.pop(run_id, None)
         runtime.cancelled.discard(run_id)
     await channel.failed(error)
+    await record_run(runtime.redis, runtime.keys, agent.name, None, None, ok=False)
     _log_end(payload, started, f"failed error={type(error).__name__}", None)
     raise error
 

@@ -1,0 +1,69 @@
+"""``celery-agents run``: one agent or team of the manifest, printed as it runs."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from .config.manifest import AgentsManifest
+from .config.settings import Settings
+from .errors import UserError
+from .facade import Agent, Team, TeamRun
+
+
+def _target(name: str) -> Agent | Team | TeamRun:
+    settings = Settings()
+    if settings.manifest is None:
+        raise UserError("set CELERY_AGENTS_MANIFEST to the YAML that declares your agents")
+    manifest = AgentsManifest.from_yaml(settings.manifest)
+    if name in manifest.agents:
+        return manifest.get_agent(name)
+    if name in manifest.teams:
+        return manifest.get_team(name)
+    known = ", ".join(sorted({*manifest.agents, *manifest.teams})) or "none"
+    raise UserError(f"no agent or team {name!r} in {settings.manifest} (known: {known})")
+
+
+async def run_named(
+    name: str, prompt: str, *, stream: bool, iterate: bool, model: str | None, timeout: float | None
+) -> None:
+    target = _target(name)
+    if stream:
+        if isinstance(target, Team):
+            raise UserError(f"{name!r} is a parallel team and does not stream; use --iter")
+        current = None
+        async with target.run_stream(prompt, model=model, timeout=timeout) as s:
+            async for chunk in s.stream():
+                if isinstance(target, TeamRun) and chunk.agent != current:
+                    current = chunk.agent
+                    click.secho(f"\n[{current}] ", fg="cyan", nl=False)
+                click.echo(chunk, nl=False)
+            message = await s.get_message()
+        click.echo()
+    elif iterate and not isinstance(target, Agent):
+        total = len(target.members)
+        console = Console(stderr=True)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task(f"{name}: members done", total=total)
+            async for message in target.run_iter(prompt, model=model, timeout=timeout):
+                name = escape(f"[{message.name}]")
+                progress.console.print(f"[cyan]{name}[/cyan] {escape(message.text)}")
+                progress.advance(task)
+        return
+    else:
+        message = await target.run(prompt, model=model, timeout=timeout)
+        click.echo(message.text)
+    usage = message.usage
+    if usage is not None:
+        cost = f", ${message.cost:.6f}" if message.cost is not None else ""
+        click.secho(
+            f"({usage.input_tokens} tokens in, {usage.output_tokens} out{cost})",
+            fg="bright_black",
+            err=True,
+        )
+    sys.stdout.flush()

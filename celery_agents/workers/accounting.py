@@ -1,0 +1,36 @@
+"""Per-agent accounting in minute buckets, so ``celery-agents status`` can sum the last hour."""
+
+from __future__ import annotations
+
+import time
+
+import redis.asyncio as aioredis
+
+from ..keys import Keys
+from ..messages import Usage
+
+BUCKET_TTL = 3900  # an hour of buckets plus a margin
+
+
+async def record_run(
+    client: aioredis.Redis,
+    keys: Keys,
+    agent: str,
+    usage: Usage | None,
+    cost: float | None,
+    *,
+    ok: bool,
+    now: float | None = None,
+) -> None:
+    key = keys.usage_minute(int((now or time.time()) // 60))
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hincrby(key, f"{agent}|runs", 1)
+        if not ok:
+            pipe.hincrby(key, f"{agent}|errors", 1)
+        if usage is not None:
+            pipe.hincrby(key, f"{agent}|input_tokens", usage.input_tokens)
+            pipe.hincrby(key, f"{agent}|output_tokens", usage.output_tokens)
+        if cost is not None:
+            pipe.hincrbyfloat(key, f"{agent}|cost", cost)
+        pipe.expire(key, BUCKET_TTL)
+        await pipe.execute()
