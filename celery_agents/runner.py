@@ -6,7 +6,6 @@ import sys
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from .config.manifest import AgentsManifest
@@ -51,8 +50,7 @@ async def run_named(
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task(f"{name}: members done", total=total)
             async for message in target.run_iter(prompt, model=model, timeout=timeout):
-                name = escape(f"[{message.name}]")
-                progress.console.print(f"[cyan]{name}[/cyan] {escape(message.text)}")
+                click.echo(f"{click.style(f'[{message.name}]', fg='cyan')} {message.text}")
                 progress.advance(task)
         return
     else:
