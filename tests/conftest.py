@@ -22,6 +22,7 @@ def celery_agents_manifest(_scripted_model_server: ScriptedModelServer) -> dict[
         "providers": {
             "scripted": {"base_url": _scripted_model_server.url, "prices": {"priced": PRICE}},
             "scripted_tools": {"base_url": _scripted_model_server.url, "structured_output": "tool"},
+            "keyed": {"base_url": _scripted_model_server.url, "api_key_env": "KEYED_API_KEY"},
             "blind": {
                 "base_url": _scripted_model_server.url,
                 "models": {"small": {"vision": False, "context_tokens": 2048}},

@@ -1,0 +1,149 @@
+"""Flower sees every run with a short summary; no secret reaches Flower, the broker or results."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from celery_agents import Agent, Settings, configure
+from celery_agents.embedded.worker import WorkerProcess, start_worker
+from celery_agents.testing.plugin import TEST_WORKER_ENV
+from celery_agents.testing.scripted_server import ScriptedModelServer
+
+SECRET = "sk-test-NEVER-LEAK-3f9a1c77e2"
+AUTH = "admin:s3cret-pass"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get(port: int, path: str) -> bytes:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    request.add_header("Authorization", "Basic " + base64.b64encode(AUTH.encode()).decode())
+    with urllib.request.urlopen(request, timeout=5) as response:
+        body: bytes = response.read()
+        return body
+
+
+def until(check: Any, timeout: float) -> Any:
+    """Poll ``check`` until it returns something truthy: Flower only has an HTTP API, and it
+    learns of tasks from worker events a moment after they happen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+        except OSError:
+            result = None
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def keyed_worker(
+    agents: Settings, agents_redis_url: str, celery_agents_manifest_path: Path
+) -> Iterator[WorkerProcess]:
+    """The only worker with the provider's key, on a queue of its own."""
+    queue = f"keyed-{uuid.uuid4().hex[:8]}"
+    worker = start_worker(
+        agents_redis_url,
+        manifest=celery_agents_manifest_path,
+        extra_env={**TEST_WORKER_ENV, "KEYED_API_KEY": SECRET, "CELERY_AGENTS_QUEUE": queue},
+    )
+    configure(agents.model_copy(update={"queue": queue}))
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        configure(agents)
+
+
+@pytest.fixture
+def flower(keyed_worker: WorkerProcess) -> Iterator[int]:
+    port = free_port()
+    env = {k: v for k, v in keyed_worker.env.items() if k != "KEYED_API_KEY"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery_agents.cli",
+            "flower",
+            "--port",
+            str(port),
+            "--basic-auth",
+            AUTH,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert until(lambda: get(port, "/api/workers"), 30), "Flower did not come up"
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+class RedisTap:
+    """Every command Redis executes (MONITOR): task messages, events, results, everything."""
+
+    def __init__(self, url: str) -> None:
+        self.lines: list[str] = []
+        self._client = redis.Redis.from_url(url)
+        self._monitor = self._client.monitor().__enter__()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for command in self._monitor.listen():
+                self.lines.append(str(command.get("command", "")))
+        except Exception:
+            return
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def test_flower_shows_runs_with_a_summary_and_no_secret_anywhere(
+    scripted_model: ScriptedModelServer, flower: int, agents_redis_url: str
+) -> None:
+    tap = RedisTap(agents_redis_url)
+    try:
+        msg = Agent("keyed-agent", "keyed:m").run_sync("summarise the incident report " * 5)
+        assert scripted_model.requests[-1].headers["authorization"] == "<redacted>"  # used
+        run_id = msg.run_id or ""
+
+        def finished() -> dict[str, Any] | None:
+            task: dict[str, Any] = json.loads(get(flower, f"/api/task/info/{run_id}") or b"{}")
+            return task if task.get("state") == "SUCCESS" else None
+
+        task = until(finished, 20)
+        assert task, "Flower never saw the run succeed"
+        assert task["name"] == "celery_agents.run_agent"
+        assert task["worker"].startswith("worker-")
+        summary = json.loads(task["kwargs"])
+        assert summary["agent"] == "keyed-agent" and summary["run_id"] == run_id
+        assert summary["prompt"].endswith("…") and len(summary["prompt"]) <= 61
+        paths = ("/api/tasks", f"/api/task/info/{run_id}", "/api/workers", "/api/workers?refresh=1")
+        assert SECRET.encode() not in b"".join(get(flower, path) for path in paths)
+        assert any(run_id in line for line in tap.lines)  # the tap saw the run go by
+        assert [line for line in tap.lines if SECRET in line] == []
+    finally:
+        tap.close()
