@@ -36,7 +36,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_concurrency": settings.worker_concurrency,
         "worker_hijack_root_logger": False,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": visibility},
+        "broker_transport_options": {
+            "visibility_timeout": visibility,
+            # Redis: one list per priority, served in priority order (RabbitMQ: x-max-priority).
+            "priority_steps": list(range(10)),
+            "sep": ":",
+            "queue_order_strategy": "priority",
+        },
+        "task_queue_max_priority": 9,
+        "task_default_priority": 4,
         "result_backend_transport_options": {"visibility_timeout": visibility},
         "enable_utc": True,
     }

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     manifest: Path | None = None
 
     key_prefix: str = "celery_agents"
+    redis_max_connections: int = Field(
+        128, gt=1, description="per process; past it, callers wait for a free connection"
+    )
     queue: str = "celery_agents"
 
     run_timeout: float = Field(600.0, gt=0, description="default per-run timeout, seconds")

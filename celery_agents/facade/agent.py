@@ -23,6 +23,7 @@ from ..output import OutputSpec, import_type
 from ..streaming.hub import RunWatch
 from ..tasks.names import RUN_AGENT
 from ..tasks.payload import RunPayload
+from ..tasks.wire import DEFAULT_PRIORITY, Route
 from ..tools import REGISTRY
 from ..validation import field_errors
 from .background import BackgroundMixin, BackgroundStats
@@ -107,10 +108,17 @@ class Agent(BackgroundMixin):
         model: str | None = None,
         conversation_id: str | None = None,
         timeout: float | None = None,
+        queue: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
     ) -> ChatMessage:
         """Run once on a worker; returns the assistant's message (prompts joined as one)."""
         payload = self._payload(
-            join_prompts(prompts), store_history, model, conversation_id, timeout
+            join_prompts(prompts),
+            store_history,
+            model,
+            conversation_id,
+            timeout,
+            route=_route(queue, priority),
         )
         return typed(await on_io(_run(payload)), self.output_class)
 
@@ -197,10 +205,18 @@ class Agent(BackgroundMixin):
         model: str | None = None,
         conversation_id: str | None = None,
         timeout: float | None = None,
+        queue: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
     ) -> RunHandle:
-        """Queue a run and return at once with its ``RunHandle``."""
+        """Queue a run and return at once with its ``RunHandle``. ``queue`` routes it to the
+        workers consuming that queue; ``priority`` 9 overtakes everything waiting below it."""
         payload = self._payload(
-            join_prompts(prompts), store_history, model, conversation_id, timeout
+            join_prompts(prompts),
+            store_history,
+            model,
+            conversation_id,
+            timeout,
+            route=_route(queue, priority),
         )
         await on_io(check_tools(get_client(), payload.agent.name, set(payload.agent.tools)))
         get_client().send(payload)
@@ -297,8 +313,10 @@ class Agent(BackgroundMixin):
         timeout: float | None,
         *,
         spec: AgentSpec | None = None,
+        route: Route | None = None,
     ) -> RunPayload:
         return RunPayload(
+            route=route or Route(),
             run_id=uuid.uuid4().hex,
             agent=spec or self.resolved_spec(model),
             prompt=prompt,
@@ -333,6 +351,13 @@ async def check_tools(client: AgentsClient, who: str, wanted: set[str]) -> None:
             "registered here, and not offered by any live worker",
             tools=missing,
         )
+
+
+def _route(queue: str | None, priority: int) -> Route:
+    try:
+        return Route(queue=queue, priority=priority)
+    except ValidationError as exc:
+        raise UserError(f"routing: {field_errors(exc)}") from None
 
 
 def check_job(job: Job, model: str, manifest: AgentsManifest) -> None:

@@ -19,6 +19,7 @@ from ..config.settings import Settings
 from ..history import ConversationStore
 from ..keys import Keys
 from ..messages import ChatMessage
+from ..redis_pool import async_redis
 from ..streaming.hub import EventHub, RunWatch
 from ..streaming.publisher import EventPublisher
 from ..tasks.app import create_client_app
@@ -50,9 +51,7 @@ class AgentsClient:
     @property
     def redis(self) -> aioredis.Redis:
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(
-                self.settings.redis_url, health_check_interval=30, client_name=CLIENT_NAME
-            )
+            self._redis = async_redis(self.settings, client_name=CLIENT_NAME)
         return self._redis
 
     @property
@@ -84,6 +83,7 @@ class AgentsClient:
             task_id=payload.run_id,
             kwargsrepr=json.dumps(payload.summary()),
             argsrepr="()",
+            **payload.route.options(self.settings.broker),
         )
 
     async def start(self, payload: RunPayload | TreePayload) -> RunWatch:

@@ -29,6 +29,7 @@ from ..errors import RunError
 from ..keys import Keys
 from ..streaming.publisher import SyncEventPublisher
 from ..tasks.app import create_client_app
+from ..tasks.wire import Route
 from . import scripts
 from .entries import Entries, Entry, end_event, ttl_until
 from .manifest_schedules import sync_manifest_schedules
@@ -119,6 +120,7 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
                     }
                 ),
                 argsrepr="()",
+                **Route.model_validate(payload.get("route") or {}).options(self.settings.broker),
             )
         except Exception as exc:  # the broker refused: give the run back, try again soon
             log.warning("could not send run %s of %s: %s", number, entry.name, exc)

@@ -112,6 +112,7 @@ class _Builder:
             task_id=task_id or _new_id(),
             kwargsrepr=json.dumps({**summary, "run_id": run_id}),
             argsrepr="()",
+            **self.tree.route.options(self.app.conf.broker_url),
         )
 
 

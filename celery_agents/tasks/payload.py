@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from ..config.manifest import AgentSpec
 from .tree import Ancestor, Handoff
-from .wire import WireModel, preview
+from .wire import Route, WireModel, preview
 
 
 class RunPayload(WireModel):
@@ -28,6 +28,7 @@ class RunPayload(WireModel):
     handoff: Handoff | None = None
     forwarded_from: list[str] = Field(default_factory=list)
     background: str | None = None  # the background entry this run belongs to
+    route: Route = Field(default_factory=Route)
 
     @model_validator(mode="after")
     def _consistent(self) -> RunPayload:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config.manifest import AgentSpec
-from .wire import WireModel, preview
+from .wire import Route, WireModel, preview
 
 MAX_DEPTH = 8
 MAX_NODES = 256
@@ -62,6 +62,7 @@ class TreePayload(WireModel):
     lineage: list[Ancestor] = Field(default_factory=list)
     position: list[int] = Field(default_factory=list)
     background: str | None = None
+    route: Route = Field(default_factory=Route)
 
     @model_validator(mode="after")
     def _bounded(self) -> TreePayload:

@@ -25,6 +25,7 @@ from ..config.settings import Settings
 from ..history import ConversationStore
 from ..keys import Keys
 from ..llm.providers import ModelFactory
+from ..redis_pool import async_redis
 from ..streaming.publisher import EventPublisher
 from ..tools import REGISTRY, ToolRegistry
 from .loop import EventLoopThread
@@ -81,9 +82,7 @@ class WorkerRuntime:
             task.cancel()
 
     async def _connect(self) -> aioredis.Redis:
-        return aioredis.Redis.from_url(
-            self.settings.redis_url, health_check_interval=30, client_name="celery-agents-worker"
-        )
+        return async_redis(self.settings, client_name="celery-agents-worker")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerRuntime:
