@@ -45,7 +45,7 @@ async def test_unknown_provider_is_refused_before_queueing(
 ) -> None:
     with pytest.raises(
         UnknownProviderError,
-        match=r"unknown provider .nope. in model .nope:model. \(known: [a-z_, ]*scripted[a-z_, ]*\)",
+        match=r"unknown provider .nope. in model .nope:model. \(known: [a-z_, ]*scripted",
     ):
         await Agent("a", "nope:model").run("x")
     with pytest.raises(UnknownProviderError, match="'nope'"):
