@@ -1,4 +1,4 @@
-"""``celery-agents``: the command line (``worker``, ``demo``)."""
+"""``celery-agents``: demo, run, worker, beat, flower, status, schedules."""
 
 from __future__ import annotations
 

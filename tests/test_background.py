@@ -38,6 +38,7 @@ async def test_max_count_gives_exactly_that_many_runs(shared_stack: Stack) -> No
     assert not agent.is_running and not stats.is_running
     assert stats.message_count == 3 and stats.errors == []
     assert last is not None and last.content == "check the error rate"
+    assert stats.usage.output_tokens == 3 * 4  # the echoed prompt, three times
     assert len({m.run_id for m in stats.messages}) == 3
     e = entry(s, stats.id)
     assert (e.state, e.started, e.finished) == ("done", 3, 3)
@@ -185,3 +186,12 @@ async def test_every_key_expires_once_background_runs_end(stack: StackFactory) -
         assert keys and without_ttl == []
     finally:
         client.close()
+
+
+async def test_cost_sums_over_background_runs(shared_stack: Stack) -> None:
+    stats = await Agent("paid", "scripted:priced").run_in_background(
+        "x", max_count=2, interval=0.01, block=True, store_history=False
+    )
+    costs = [m.cost for m in stats.messages]
+    assert len(costs) == 2 and all(c is not None and c > 0 for c in costs)
+    assert stats.cost == pytest.approx(sum(c for c in costs if c is not None))

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import CeleryAgentsError, RunCancelled, UserError, error_from_json
 from ..events import MemberFailed, MessageEvent, RunDone, RunFailed, is_terminal
-from ..messages import ChatMessage
+from ..messages import ChatMessage, Usage
 from ..scheduler.entries import Entries, Entry, EntryTemplate, ttl_until
 from ..streaming.hub import RunWatch
 from .bridge import on_io, run_sync
@@ -58,6 +58,17 @@ class BackgroundStats:
     @property
     def message_count(self) -> int:
         return len(self.messages)
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens of the runs so far, summed."""
+        return sum((m.usage for m in self.messages if m.usage), Usage())
+
+    @property
+    def cost(self) -> float | None:
+        """Cost of the runs so far (None if no run had a price)."""
+        costs = [m.cost for m in self.messages if m.cost is not None]
+        return round(sum(costs), 10) if costs else None
 
     @classmethod
     def attach(cls, entry_id: str) -> BackgroundStats:
