@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-amqp lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "celery-agents needs Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -22,6 +22,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The core tests again with the worker on RabbitMQ, when one answers on 127.0.0.1:5672.
+AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//
+CORE_TESTS := tests/test_agent_run.py tests/test_teams.py tests/test_jobs.py \
+	tests/test_bad_input.py tests/test_streaming.py
+test-amqp: $(STAMP)
+	@if $(PY) -c 'import socket; socket.create_connection(("127.0.0.1", 5672), 1)' 2>/dev/null; \
+	then CELERY_AGENTS_TEST_BROKER_URL=$(AMQP_URL) $(PY) -m pytest $(CORE_TESTS); \
+	else echo "test-amqp: no RabbitMQ answers on 127.0.0.1:5672; skipped"; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

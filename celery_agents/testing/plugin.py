@@ -13,6 +13,8 @@ providers, tools and agents; ``scripted_model.url`` is the scripted server's bas
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,9 @@ from ..embedded.redis_server import RedisServer, start_redis_server
 from ..embedded.worker import WorkerProcess, start_beat, start_worker
 from ..facade.client import configure, shutdown
 from .scripted_server import ScriptedModelServer
+
+# Run the session's worker on another broker (e.g. amqp://...): Redis stays the result backend.
+TEST_BROKER = os.environ.get("CELERY_AGENTS_TEST_BROKER_URL") or None
 
 # Workers under test retry fast, so failure paths finish in well under a second.
 TEST_WORKER_ENV = {
@@ -80,13 +85,21 @@ def celery_agents_manifest_path(
 def agents_worker(
     agents_redis_url: str, celery_agents_manifest_path: Path
 ) -> Iterator[WorkerProcess]:
-    worker = start_worker(
-        agents_redis_url, manifest=celery_agents_manifest_path, extra_env=TEST_WORKER_ENV
-    )
+    # A queue of the session's own: a shared broker (RabbitMQ) may hold others' messages.
+    queue = f"celery-agents-test-{uuid.uuid4().hex[:8]}"
+    env = {**TEST_WORKER_ENV, "CELERY_AGENTS_QUEUE": queue}
+    if TEST_BROKER:
+        env["CELERY_AGENTS_BROKER_URL"] = TEST_BROKER
+    worker = start_worker(agents_redis_url, manifest=celery_agents_manifest_path, extra_env=env)
     try:
         yield worker
     finally:
         worker.stop()
+        if TEST_BROKER and TEST_BROKER.startswith("amqp"):
+            from kombu.connection import Connection
+
+            with Connection(TEST_BROKER) as connection:  # type: ignore[no-untyped-call]
+                connection.default_channel.queue_delete(queue)
 
 
 @pytest.fixture(scope="session")
@@ -106,6 +119,11 @@ def agents(
     agents_redis_url: str, celery_agents_manifest_path: Path, agents_worker: WorkerProcess
 ) -> Settings:
     """The facade pointed at the session's Redis and manifest, with a worker running."""
-    settings = Settings(redis_url=agents_redis_url, manifest=celery_agents_manifest_path)
+    settings = Settings(
+        redis_url=agents_redis_url,
+        manifest=celery_agents_manifest_path,
+        queue=agents_worker.env["CELERY_AGENTS_QUEUE"],
+        broker_url=TEST_BROKER,
+    )
     configure(settings)
     return settings
