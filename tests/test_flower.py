@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -101,6 +102,23 @@ def flower(keyed_worker: WorkerProcess) -> Iterator[int]:
         process.wait(10)
 
 
+def _events_flowing(port: int) -> bool:
+    for _ in range(5):  # a run whose first event came before Flower listened never completes
+        run_id = Agent("warm-up", "test:echo").run_sync("x").run_id or ""
+        if until(lambda run_id=run_id: _seen(port, run_id), 5):
+            return True
+    return False
+
+
+def _seen(port: int, run_id: str) -> dict[str, Any] | None:
+    """Flower's record of a finished run, once it holds its name and its result."""
+    try:
+        task: dict[str, Any] = json.loads(get(port, f"/api/task/info/{run_id}") or b"{}")
+    except urllib.error.HTTPError:
+        return None  # 404 until Flower heard of it
+    return task if task.get("state") == "SUCCESS" and task.get("name") else None
+
+
 class RedisTap:
     """Every command Redis executes (MONITOR): task messages, events, results, everything."""
 
@@ -124,17 +142,16 @@ class RedisTap:
 def test_flower_shows_runs_with_a_summary_and_no_secret_anywhere(
     scripted_model: ScriptedModelServer, flower: int, agents_redis_url: str
 ) -> None:
+    # Flower's HTTP API answers before its event receiver is consuming: wait until it has
+    # seen a whole run, so the run under test is watched from its first event.
+    assert _events_flowing(flower), "Flower never received a whole run's task events"
     tap = RedisTap(agents_redis_url)
     try:
         msg = Agent("keyed-agent", "keyed:m").run_sync("summarise the incident report " * 5)
         assert scripted_model.requests[-1].headers["authorization"] == "<redacted>"  # used
         run_id = msg.run_id or ""
 
-        def finished() -> dict[str, Any] | None:
-            task: dict[str, Any] = json.loads(get(flower, f"/api/task/info/{run_id}") or b"{}")
-            return task if task.get("state") == "SUCCESS" else None
-
-        task = until(finished, 20)
+        task = until(lambda: _seen(flower, run_id), 20)
         assert task, "Flower never saw the run succeed"
         assert task["name"] == "celery_agents.run_agent"
         assert task["worker"].startswith("worker-")
