@@ -73,6 +73,10 @@ class Keys:
         """Exists while a beat holds the lock and ticks."""
         return f"{self.prefix}:beat:alive"
 
+    def provider_limits(self, provider: str) -> str:
+        """Prefix of a provider's fleet-wide limiter keys."""
+        return f"{self.prefix}:limits:{provider}"
+
     def usage_minute(self, minute: int) -> str:
         """Hash of per-agent runs, errors, tokens and cost in one minute (epoch minutes)."""
         return f"{self.prefix}:usage:{minute}"

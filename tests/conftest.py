@@ -23,6 +23,11 @@ def celery_agents_manifest(_scripted_model_server: ScriptedModelServer) -> dict[
             "scripted": {"base_url": _scripted_model_server.url, "prices": {"priced": PRICE}},
             "scripted_tools": {"base_url": _scripted_model_server.url, "structured_output": "tool"},
             "keyed": {"base_url": _scripted_model_server.url, "api_key_env": "KEYED_API_KEY"},
+            "limited": {
+                "base_url": _scripted_model_server.url,
+                "limits": {"requests_per_minute": 300, "window_seconds": 2},
+            },
+            "capped": {"base_url": _scripted_model_server.url, "limits": {"max_concurrent": 2}},
             "blind": {
                 "base_url": _scripted_model_server.url,
                 "models": {"small": {"vision": False, "context_tokens": 2048}},

@@ -42,6 +42,33 @@ class ModelInfo(_Strict):
     context_tokens: int | None = Field(None, gt=0)
 
 
+class ProviderLimits(_Strict):
+    """Fleet-wide limits of one provider, shared by every worker through Redis.
+
+    The per-minute figures are counted over a sliding window of ``window_seconds``: a shorter
+    window keeps the same rate but allows smaller bursts.
+    """
+
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    max_concurrent: int | None = Field(None, gt=0)
+    window_seconds: float = Field(60.0, gt=0)
+
+    @property
+    def requests(self) -> int | None:
+        """Requests allowed in one window."""
+        if self.requests_per_minute is None:
+            return None
+        return max(1, int(self.requests_per_minute * self.window_seconds / 60))
+
+    @property
+    def tokens(self) -> float | None:
+        """Tokens allowed in one window (the bucket's size)."""
+        if self.tokens_per_minute is None:
+            return None
+        return self.tokens_per_minute * self.window_seconds / 60
+
+
 class ProviderSpec(_Strict):
     """A named OpenAI-compatible endpoint. API keys are read from ``api_key_env`` on workers.
 
@@ -55,6 +82,7 @@ class ProviderSpec(_Strict):
     prices: dict[str, Price] = Field(default_factory=dict)
     structured_output: Literal["json_schema", "tool"] = "json_schema"
     models: dict[str, ModelInfo] = Field(default_factory=dict)
+    limits: ProviderLimits | None = None
 
 
 class ModelSettings(_Strict):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from ..messages import Usage
 from .base import ModelRequest, ModelResponse, ToolCallRequest
 
 _RETRY_STATUS = frozenset({408, 409, 429})
+RETRY_AFTER_CAP = 60.0
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,10 @@ class RetryPolicy:
     max_delay: float = 30.0
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
+        """The provider's retry-after when it gave one (it knows best, up to a minute);
+        otherwise our exponential backoff with jitter, capped at ``max_delay``."""
         if retry_after is not None:
-            return float(min(max(retry_after, 0.0), self.max_delay))
+            return float(min(max(retry_after, 0.0), RETRY_AFTER_CAP))
         backoff = self.base_delay * 2.0**attempt
         return min(backoff * (0.75 + random.random() / 2), self.max_delay)
 
@@ -48,7 +51,9 @@ class OpenAIModel:
         ref: str,
         retry: RetryPolicy,
         request_timeout: float,
+        on_throttle: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
+        self._on_throttle = on_throttle
         self._client = client
         self._model_name = model_name
         self._ref = ref
@@ -75,6 +80,8 @@ class OpenAIModel:
                 if not retryable or emitted or attempt >= self._retry.max_retries:
                     raise self._error(exc, attempt, status=status) from None
                 delay = self._retry.delay(attempt, _retry_after(exc))
+                if status == 429 and self._on_throttle is not None:
+                    await self._on_throttle(delay)  # the fleet slows down, not just this run
             except openai.APIConnectionError as exc:  # includes timeouts
                 if emitted or attempt >= self._retry.max_retries:
                     raise self._error(exc, attempt) from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import openai
@@ -26,7 +27,13 @@ _NO_KEY = "not-needed"  # OpenAI-compatible servers that take no key still want 
 
 
 class ModelFactory:
-    def __init__(self, settings: Settings, manifest: AgentsManifest) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        manifest: AgentsManifest,
+        on_throttle: Callable[[str, float], Awaitable[None]] | None = None,
+    ) -> None:
+        self._on_throttle = on_throttle
         self._settings = settings
         self._manifest = manifest
         self._clients: dict[str, AsyncOpenAI] = {}
@@ -47,12 +54,14 @@ class ModelFactory:
             return offline_model(name)
         spec = self._manifest.provider(provider)
         client = self._clients.get(provider) or await self._client(provider, spec)
+        throttle = self._on_throttle
         return OpenAIModel(
             client,
             name,
             ref=ref,
             retry=self._retry,
             request_timeout=self._settings.model_request_timeout,
+            on_throttle=(lambda seconds: throttle(provider, seconds)) if throttle else None,
         )
 
     async def _client(self, provider: str, spec: ProviderSpec) -> AsyncOpenAI:

@@ -158,7 +158,7 @@ async def _run(
 ) -> ChatMessage:
     agent = payload.agent
     tools = _registered_tools(runtime, payload)
-    model = await runtime.models.get(agent.model)
+    model = runtime.limited(await runtime.models.get(agent.model))
     history = await runtime.history.load(payload.conversation_id)
     prompt = payload.prompt
     if previous is not None and previous.message is not None:

@@ -20,14 +20,16 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from ..config.manifest import AgentsManifest
+from ..config.manifest import AgentsManifest, ProviderLimits
 from ..config.settings import Settings
 from ..history import ConversationStore
 from ..keys import Keys
+from ..llm.base import Model
 from ..llm.providers import ModelFactory
 from ..redis_pool import async_redis
 from ..streaming.publisher import EventPublisher
 from ..tools import REGISTRY, ToolRegistry
+from .limits import LimitedModel, ProviderLimiter
 from .loop import EventLoopThread
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,19 @@ class WorkerRuntime:
             self.redis, self.keys, log_cap=settings.replay_max_events, ttl=settings.result_ttl
         )
         self.history = ConversationStore(self.redis, self.keys, ttl=settings.history_ttl)
-        self.models = ModelFactory(settings, manifest)
+        # Every real provider gets a limiter: one without limits still honours the fleet's
+        # shared backoff after a 429.
+        self.limiters = {
+            name: ProviderLimiter(
+                self.redis,
+                self.keys,
+                name,
+                manifest.provider(name).limits or ProviderLimits(),
+                lease_seconds=settings.run_timeout,
+            )
+            for name in sorted(manifest.provider_names - {"test"})
+        }
+        self.models = ModelFactory(settings, manifest, on_throttle=self._throttled)
         self.hostname = f"{os.getpid()}@{socket.gethostname()}"
         self._heartbeat: concurrent.futures.Future[None] | None = None
         # Runs executing in this process, so a ``cancel`` on the control channel reaches them.
@@ -80,6 +94,16 @@ class WorkerRuntime:
         if task is not None:
             self.cancelled.add(run_id)
             task.cancel()
+
+    async def _throttled(self, provider: str, seconds: float) -> None:
+        limiter = self.limiters.get(provider)
+        if limiter is not None:
+            await limiter.back_off(seconds)
+
+    def limited(self, model: Model) -> Model:
+        """``model`` behind its provider's fleet-wide limits, if it has any."""
+        limiter = self.limiters.get(model.ref.partition(":")[0])
+        return model if limiter is None else LimitedModel(model, limiter)
 
     async def _connect(self) -> aioredis.Redis:
         return async_redis(self.settings, client_name="celery-agents-worker")

@@ -1,0 +1,215 @@
+"""Fleet-wide provider limits, enforced in Redis so every worker obeys one budget.
+
+- requests per window: a strict sliding window of *reservations*. One atomic script books the
+  earliest moment at which the window has room, and the caller sleeps until then. Waiters are
+  served in the order they asked, and nobody busy-waits.
+- tokens per window: a token bucket that may go into debt. A request reserves its estimate,
+  waits the debt away, and the actual usage settles the difference afterwards.
+- max concurrent requests: expiring leases, so a worker that dies cannot leak a slot.
+- a 429 with retry-after sets a shared backoff that every worker waits out before its next
+  request: the whole fleet slows down, not just the run that was told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+
+from ..config.manifest import ProviderLimits
+from ..keys import Keys
+from ..llm.base import Model, ModelRequest, ModelResponse
+
+# A reservation lands this share of the window (at least 50 ms) past the window's edge: a
+# request booked for the very edge may reach the provider later than one booked a window after
+# it (a cold connection, a busy loop), and the provider counts arrivals.
+EDGE_MARGIN = 0.05
+LEASE_POLL = 0.05  # how soon a slot freed by another worker is noticed
+
+# KEYS: reservations zset. ARGV: now, window, limit, member, ttl ms. Returns the booked time.
+RESERVE_SLOT = """
+local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window - 1)
+local t = now
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if #last > 0 and tonumber(last[2]) > t then t = tonumber(last[2]) end
+local n = redis.call('ZCARD', KEYS[1])
+if n >= limit then
+  local kth = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
+  local free = tonumber(kth[2]) + window + tonumber(ARGV[6])
+  if free > t then t = free end
+end
+redis.call('ZADD', KEYS[1], t, ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return tostring(t)
+"""
+
+# KEYS: bucket hash. ARGV: now, capacity, refill per second, cost, ttl ms.
+# Returns the seconds to wait until the bucket is out of debt.
+TAKE_TOKENS = """
+local now, capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local level = tonumber(redis.call('HGET', KEYS[1], 'level') or ARGV[2])
+local at = tonumber(redis.call('HGET', KEYS[1], 'at') or ARGV[1])
+level = math.min(capacity, level + (now - at) * rate) - tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], 'level', tostring(level), 'at', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if level >= 0 then return '0' end
+return tostring(-level / rate)
+"""
+
+# KEYS: leases zset. ARGV: now, max, member, lease expiry. 1 if the lease was granted.
+TAKE_LEASE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], math.ceil((tonumber(ARGV[4]) - tonumber(ARGV[1])) * 1000))
+return 1
+"""
+
+
+class ProviderLimiter:
+    """The limits of one provider, shared through Redis by every worker."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        provider: str,
+        limits: ProviderLimits,
+        *,
+        lease_seconds: float,
+    ) -> None:
+        self.client = client
+        self.provider = provider
+        self.limits = limits
+        self.lease_seconds = lease_seconds
+        base = keys.provider_limits(provider)
+        self._requests_key = f"{base}:requests"
+        self._tokens_key = f"{base}:tokens"
+        self._leases_key = f"{base}:leases"
+        self.backoff_key = f"{base}:backoff"
+        self._ttl_ms = int((limits.window_seconds * 2 + 60) * 1000)
+        self._refill = (limits.tokens_per_minute or 0) / 60
+        self._released = asyncio.Event()
+
+    async def acquire(self, estimated_tokens: int) -> str | None:
+        """Wait until a request may go; returns the concurrency lease to release, if any."""
+        await self._wait_backoff()
+        limits = self.limits
+        waits = [0.0]
+        if limits.requests is not None:
+            booked = await self.client.eval(
+                RESERVE_SLOT,
+                1,
+                self._requests_key,
+                time.time(),
+                limits.window_seconds,
+                limits.requests,
+                uuid.uuid4().hex,
+                self._ttl_ms,
+                max(EDGE_MARGIN, EDGE_MARGIN * limits.window_seconds),
+            )
+            waits.append(float(booked) - time.time())
+        if limits.tokens is not None:
+            debt = await self.client.eval(
+                TAKE_TOKENS,
+                1,
+                self._tokens_key,
+                time.time(),
+                limits.tokens,
+                self._refill,
+                estimated_tokens,
+                self._ttl_ms,
+            )
+            waits.append(float(debt))
+        if max(waits) > 0:
+            await asyncio.sleep(max(waits))
+        if limits.max_concurrent is None:
+            return None
+        lease = uuid.uuid4().hex
+        while not await self._take_lease(lease):
+            # A release in this process wakes us at once; one elsewhere (or an expiry) is seen
+            # on the next look, a moment later.
+            self._released.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LEASE_POLL):
+                    await self._released.wait()
+        return lease
+
+    async def _take_lease(self, lease: str) -> bool:
+        now = time.time()
+        granted = await self.client.eval(
+            TAKE_LEASE,
+            1,
+            self._leases_key,
+            now,
+            self.limits.max_concurrent or 0,
+            lease,
+            now + self.lease_seconds,
+        )
+        return bool(granted)
+
+    async def settle(self, estimated_tokens: int, actual_tokens: int) -> None:
+        """Correct the token bucket by what the response really used."""
+        if self.limits.tokens is None or actual_tokens == estimated_tokens:
+            return
+        await self.client.eval(
+            TAKE_TOKENS,
+            1,
+            self._tokens_key,
+            time.time(),
+            self.limits.tokens,
+            self._refill,
+            actual_tokens - estimated_tokens,
+            self._ttl_ms,
+        )
+
+    async def release(self, lease: str | None) -> None:
+        if lease is not None:
+            await self.client.zrem(self._leases_key, lease)
+            self._released.set()
+
+    async def back_off(self, seconds: float) -> None:
+        """The provider said 429: every worker waits ``seconds`` before its next request."""
+        until = time.time() + seconds
+        current = await self.client.get(self.backoff_key)
+        if current is None or float(current) < until:
+            await self.client.set(self.backoff_key, repr(until), px=int(seconds * 1000) + 1)
+
+    async def _wait_backoff(self) -> None:
+        until = await self.client.get(self.backoff_key)
+        if until is not None and float(until) > time.time():
+            await asyncio.sleep(float(until) - time.time())
+
+
+class LimitedModel:
+    """A model whose every request goes through its provider's ``ProviderLimiter``."""
+
+    def __init__(self, inner: Model, limiter: ProviderLimiter) -> None:
+        self._inner = inner
+        self._limiter = limiter
+
+    @property
+    def ref(self) -> str:
+        return self._inner.ref
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
+        estimate = estimate_tokens(request)
+        lease = await self._limiter.acquire(estimate)
+        try:
+            async for item in self._inner.stream(request):
+                if isinstance(item, ModelResponse):
+                    await self._limiter.settle(estimate, item.usage.total_tokens)
+                yield item
+        finally:
+            await self._limiter.release(lease)
+
+
+def estimate_tokens(request: ModelRequest) -> int:
+    """A cheap upper-ish estimate: about four characters a token, plus the answer's allowance."""
+    chars = sum(len(str(m.get("content") or "")) for m in request.messages)
+    return chars // 4 + (request.settings.max_tokens or 256)

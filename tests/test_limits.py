@@ -1,0 +1,64 @@
+"""Fleet-wide provider limits: three workers behave as one well-mannered client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+
+from celery_agents import Agent
+from celery_agents.testing.scripted_server import Fail, ScriptedModelServer
+from tests.conftest import Stack
+
+pytestmark = pytest.mark.usefixtures("agents")
+
+
+def most_in_any_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    return max(sum(1 for t in times if start <= t < start + window) for start in times)
+
+
+@pytest.fixture
+def three_workers(stack: Callable[..., Stack]) -> Stack:
+    fleet = stack(beat=False)
+    fleet.worker()
+    fleet.worker()
+    return fleet
+
+
+async def test_three_workers_never_exceed_the_request_limit_in_any_window(
+    scripted_model: ScriptedModelServer, three_workers: Stack
+) -> None:
+    agent = Agent("busy", "limited:m")  # 300/minute over a 2 s window: 10 per 2 s
+    started = time.monotonic()
+    messages = await asyncio.gather(*(agent.run(f"r{i}", store_history=False) for i in range(30)))
+    assert len(messages) == 30
+    times = [r.received_at for r in scripted_model.requests]
+    assert len(times) == 30
+    assert most_in_any_window(times, 2.0) <= 10
+    assert time.monotonic() - started >= 4.0  # 30 requests at 10 per 2 s need two more windows
+
+
+async def test_a_429_slows_down_every_worker(
+    scripted_model: ScriptedModelServer, three_workers: Stack
+) -> None:
+    scripted_model.script(Fail(429, retry_after=1.5))
+    first = asyncio.create_task(Agent("first", "scripted:m").run("x", store_history=False))
+    throttled_at = (await asyncio.to_thread(scripted_model.wait_for_requests, 1, 20))[0].received_at
+    others = [Agent(f"other{i}", "scripted:m").run("y", store_history=False) for i in range(6)]
+    await asyncio.gather(first, *others)
+    later = [r.received_at - throttled_at for r in scripted_model.requests[1:]]
+    assert len(later) == 7  # the retried first run and six others
+    assert min(later) >= 1.4, later  # nobody asked again before the retry-after was up
+
+
+async def test_max_concurrent_caps_requests_in_flight_across_workers(
+    scripted_model: ScriptedModelServer, three_workers: Stack
+) -> None:
+    scripted_model.latency = 0.4
+    agent = Agent("capped", "capped:m")
+    await asyncio.gather(*(agent.run(f"r{i}", store_history=False) for i in range(6)))
+    times = sorted(r.received_at for r in scripted_model.requests)
+    assert most_in_any_window(times, 0.35) <= 2, [round(t - times[0], 2) for t in times]
