@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) bench/roundtrip.py
 	$(PY) bench/teams.py
 	$(PY) bench/background.py
+	$(PY) bench/limits.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache
