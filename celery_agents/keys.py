@@ -73,6 +73,10 @@ class Keys:
         """Exists while a beat holds the lock and ticks."""
         return f"{self.prefix}:beat:alive"
 
+    def idempotency(self, key: str) -> str:
+        """The run id that owns an idempotency key."""
+        return f"{self.prefix}:idem:{key}"
+
     def provider_limits(self, provider: str) -> str:
         """Prefix of a provider's fleet-wide limiter keys."""
         return f"{self.prefix}:limits:{provider}"

@@ -110,8 +110,13 @@ class Agent(BackgroundMixin):
         timeout: float | None = None,
         queue: str | None = None,
         priority: int = DEFAULT_PRIORITY,
+        idempotency_key: str | None = None,
     ) -> ChatMessage:
-        """Run once on a worker; returns the assistant's message (prompts joined as one)."""
+        """Run once on a worker; returns the assistant's message (prompts joined as one).
+
+        With ``idempotency_key``, a second call with the same key (from any process, while the
+        first run's result is kept) returns that run's result instead of running again.
+        """
         payload = self._payload(
             join_prompts(prompts),
             store_history,
@@ -120,7 +125,7 @@ class Agent(BackgroundMixin):
             timeout,
             route=_route(queue, priority),
         )
-        return typed(await on_io(_run(payload)), self.output_class)
+        return typed(await on_io(_run(payload, idempotency_key)), self.output_class)
 
     async def run_job(
         self,
@@ -148,6 +153,9 @@ class Agent(BackgroundMixin):
         model: str | None = None,
         conversation_id: str | None = None,
         timeout: float | None = None,
+        queue: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
+        idempotency_key: str | None = None,
     ) -> ChatMessage:
         """``run`` for synchronous code; also works inside a running event loop."""
         return run_sync(
@@ -157,6 +165,9 @@ class Agent(BackgroundMixin):
                 model=model,
                 conversation_id=conversation_id,
                 timeout=timeout,
+                queue=queue,
+                priority=priority,
+                idempotency_key=idempotency_key,
             )
         )
 
@@ -207,6 +218,7 @@ class Agent(BackgroundMixin):
         timeout: float | None = None,
         queue: str | None = None,
         priority: int = DEFAULT_PRIORITY,
+        idempotency_key: str | None = None,
     ) -> RunHandle:
         """Queue a run and return at once with its ``RunHandle``. ``queue`` routes it to the
         workers consuming that queue; ``priority`` 9 overtakes everything waiting below it."""
@@ -218,8 +230,15 @@ class Agent(BackgroundMixin):
             timeout,
             route=_route(queue, priority),
         )
-        await on_io(check_tools(get_client(), payload.agent.name, set(payload.agent.tools)))
-        get_client().send(payload)
+        client = get_client()
+        await on_io(check_tools(client, payload.agent.name, set(payload.agent.tools)))
+        if idempotency_key:
+            owner = await on_io(client.claim(idempotency_key, payload.run_id))
+            if owner != payload.run_id:
+                return RunHandle(owner, timeout=payload.timeout)
+        client.send(payload)
+        if idempotency_key:
+            await on_io(client.confirm(idempotency_key))
         return RunHandle(payload.run_id, timeout=payload.timeout)
 
     async def run_in_background(
@@ -326,8 +345,17 @@ class Agent(BackgroundMixin):
         )
 
 
-async def _run(payload: RunPayload) -> ChatMessage:
-    return await wait_message(await start_run(payload), payload.timeout + WAIT_GRACE)
+async def _run(payload: RunPayload, idempotency_key: str | None = None) -> ChatMessage:
+    wait = payload.timeout + WAIT_GRACE
+    if idempotency_key:
+        client = get_client()
+        owner = await client.claim(idempotency_key, payload.run_id)
+        if owner != payload.run_id:  # someone ran it already, or runs it now: attach
+            return await wait_message(await client.watch(owner), wait)
+        watch = await start_run(payload)
+        await client.confirm(idempotency_key)
+        return await wait_message(watch, wait)
+    return await wait_message(await start_run(payload), wait)
 
 
 async def start_run(payload: RunPayload) -> RunWatch:

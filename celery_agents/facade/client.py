@@ -16,6 +16,7 @@ from celery import Celery
 
 from ..config.manifest import AgentsManifest
 from ..config.settings import Settings
+from ..errors import UserError
 from ..history import ConversationStore
 from ..keys import Keys
 from ..messages import ChatMessage
@@ -28,6 +29,7 @@ from ..tasks.payload import RunPayload
 from ..tasks.tree import TreePayload
 
 _WORKER_TOOLS_TTL = 5.0
+CLAIM_TTL = 60  # seconds an idempotency claim lives before its run is queued
 CLIENT_NAME = "celery-agents-client"  # how the facade's connections show in CLIENT LIST
 
 
@@ -98,6 +100,23 @@ class AgentsClient:
 
     async def watch(self, run_id: str, from_seq: int = 1) -> RunWatch:
         return await self.hub.watch(run_id, from_seq)
+
+    async def claim(self, idempotency_key: str, run_id: str) -> str:
+        """The run that owns ``idempotency_key``: ``run_id`` if this call claimed it, else the
+        first caller's. A claim lives briefly until its task is queued (``confirm``), so a
+        client that dies in between does not block the key for long."""
+        key = self.keys.idempotency(idempotency_key)
+        for _ in range(3):
+            if await self.redis.set(key, run_id, nx=True, ex=CLAIM_TTL):
+                return run_id
+            owner = await self.redis.get(key)
+            if owner is not None:
+                return owner.decode() if isinstance(owner, bytes) else str(owner)
+        raise UserError(f"idempotency key {idempotency_key!r} keeps changing hands")
+
+    async def confirm(self, idempotency_key: str) -> None:
+        """The claimed run is queued: keep the key as long as its result is kept."""
+        await self.redis.expire(self.keys.idempotency(idempotency_key), self.settings.result_ttl)
 
     async def cancel_run(self, run_id: str) -> None:
         """Cancel a run: refused if it has not started, stopped (between awaits) if it runs."""
