@@ -29,6 +29,7 @@ _EXPORTS = {
     "Job": "jobs",
     "OutputValidationError": "errors",
     "tool": "tools",
+    "BudgetExceeded": "errors",
     "CeleryAgentsError": "errors",
     "ConfigError": "errors",
     "ModelError": "errors",
@@ -49,6 +50,7 @@ __all__ = [
     "AgentsManifest",
     "BackgroundRun",
     "BackgroundStats",
+    "BudgetExceeded",
     "CeleryAgentsError",
     "ChatMessage",
     "ConfigError",
@@ -95,6 +97,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .config import AgentsManifest, Settings
     from .errors import (
+        BudgetExceeded,
         CeleryAgentsError,
         ConfigError,
         ModelError,

@@ -13,6 +13,7 @@
         ├── OutputValidationError  structured output did not validate (carries the raw text)
         ├── StageError             a TeamRun stage failed (names the stage)
         ├── TeamRunError           every member of a Team failed
+        ├── BudgetExceeded         a tenant's daily token budget is spent
         ├── RunCancelled
         └── RunTimeout
 
@@ -122,6 +123,10 @@ class StageError(RunError):
 
 class TeamRunError(RunError):
     pass
+
+
+class BudgetExceeded(RunError):
+    """A tenant's daily token budget is spent; refused before any model call."""
 
 
 class RunCancelled(RunError):

@@ -73,6 +73,13 @@ class Keys:
         """Exists while a beat holds the lock and ticks."""
         return f"{self.prefix}:beat:alive"
 
+    def tenant_tokens(self, tenant: str, day: str) -> str:
+        """Tokens a tenant used on one UTC day (``YYYY-MM-DD``)."""
+        return f"{self.prefix}:tenant:{tenant}:tokens:{day}"
+
+    def tenant_leases(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:leases"
+
     def idempotency(self, key: str) -> str:
         """The run id that owns an idempotency key."""
         return f"{self.prefix}:idem:{key}"

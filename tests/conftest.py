@@ -47,6 +47,11 @@ def celery_agents_manifest(_scripted_model_server: ScriptedModelServer) -> dict[
             "critic": {"model": "test:echo", "system_prompt": "You criticise."},
             "writer": {"model": "test:echo"},
         },
+        "tenants": {
+            "acme": {"daily_token_budget": 100},
+            "small": {"max_concurrent_runs": 2},
+            "other": {},
+        },
         "teams": {
             "reviewers": {
                 "mode": "parallel",

@@ -120,6 +120,13 @@ class AgentSpec(_Strict):
         return value
 
 
+class TenantSpec(_Strict):
+    """A tenant's share of the fleet: concurrent runs and tokens per (UTC) day."""
+
+    max_concurrent_runs: int | None = Field(None, gt=0)
+    daily_token_budget: int | None = Field(None, gt=0)
+
+
 class TeamSpec(_Strict):
     mode: Literal["parallel", "sequential"] = "parallel"
     members: list[str] = Field(min_length=1)
@@ -158,6 +165,7 @@ class AgentsManifest(_Strict):
     agents: dict[str, AgentSpec] = Field(default_factory=dict)
     teams: dict[str, TeamSpec] = Field(default_factory=dict)
     schedules: dict[str, ScheduleSpec] = Field(default_factory=dict)
+    tenants: dict[str, TenantSpec] = Field(default_factory=dict)
     source: str | None = Field(None, exclude=True)
 
     @model_validator(mode="after")

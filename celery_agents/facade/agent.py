@@ -24,6 +24,7 @@ from ..streaming.hub import RunWatch
 from ..tasks.names import RUN_AGENT
 from ..tasks.payload import RunPayload
 from ..tasks.wire import DEFAULT_PRIORITY, Route
+from ..tenants import check_budget
 from ..tools import REGISTRY
 from ..validation import field_errors
 from .background import BackgroundMixin, BackgroundStats
@@ -111,6 +112,7 @@ class Agent(BackgroundMixin):
         queue: str | None = None,
         priority: int = DEFAULT_PRIORITY,
         idempotency_key: str | None = None,
+        tenant: str | None = None,
     ) -> ChatMessage:
         """Run once on a worker; returns the assistant's message (prompts joined as one).
 
@@ -124,6 +126,7 @@ class Agent(BackgroundMixin):
             conversation_id,
             timeout,
             route=_route(queue, priority),
+            tenant=tenant,
         )
         return typed(await on_io(_run(payload, idempotency_key)), self.output_class)
 
@@ -156,6 +159,7 @@ class Agent(BackgroundMixin):
         queue: str | None = None,
         priority: int = DEFAULT_PRIORITY,
         idempotency_key: str | None = None,
+        tenant: str | None = None,
     ) -> ChatMessage:
         """``run`` for synchronous code; also works inside a running event loop."""
         return run_sync(
@@ -168,6 +172,7 @@ class Agent(BackgroundMixin):
                 queue=queue,
                 priority=priority,
                 idempotency_key=idempotency_key,
+                tenant=tenant,
             )
         )
 
@@ -219,6 +224,7 @@ class Agent(BackgroundMixin):
         queue: str | None = None,
         priority: int = DEFAULT_PRIORITY,
         idempotency_key: str | None = None,
+        tenant: str | None = None,
     ) -> RunHandle:
         """Queue a run and return at once with its ``RunHandle``. ``queue`` routes it to the
         workers consuming that queue; ``priority`` 9 overtakes everything waiting below it."""
@@ -229,9 +235,12 @@ class Agent(BackgroundMixin):
             conversation_id,
             timeout,
             route=_route(queue, priority),
+            tenant=tenant,
         )
         client = get_client()
         await on_io(check_tools(client, payload.agent.name, set(payload.agent.tools)))
+        if tenant is not None:
+            await on_io(check_budget(client.redis, client.keys, client.manifest, tenant))
         if idempotency_key:
             owner = await on_io(client.claim(idempotency_key, payload.run_id))
             if owner != payload.run_id:
@@ -333,9 +342,11 @@ class Agent(BackgroundMixin):
         *,
         spec: AgentSpec | None = None,
         route: Route | None = None,
+        tenant: str | None = None,
     ) -> RunPayload:
         return RunPayload(
             route=route or Route(),
+            tenant=tenant,
             run_id=uuid.uuid4().hex,
             agent=spec or self.resolved_spec(model),
             prompt=prompt,
@@ -362,6 +373,8 @@ async def start_run(payload: RunPayload) -> RunWatch:
     """Check the run's tools, subscribe, send (on the I/O loop)."""
     client = get_client()
     await check_tools(client, payload.agent.name, set(payload.agent.tools))
+    if payload.tenant is not None:  # over budget: refused here, before anything is queued
+        await check_budget(client.redis, client.keys, client.manifest, payload.tenant)
     return await client.start(payload)
 
 

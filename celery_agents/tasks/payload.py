@@ -29,6 +29,7 @@ class RunPayload(WireModel):
     forwarded_from: list[str] = Field(default_factory=list)
     background: str | None = None  # the background entry this run belongs to
     route: Route = Field(default_factory=Route)
+    tenant: str | None = Field(None, min_length=1, max_length=128)
 
     @model_validator(mode="after")
     def _consistent(self) -> RunPayload:

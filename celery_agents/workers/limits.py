@@ -71,6 +71,40 @@ return 1
 """
 
 
+class LeasePool:
+    """At most ``size`` holders at once, fleet-wide; a lease expires, so a dead worker cannot
+    leak one."""
+
+    def __init__(self, client: aioredis.Redis, key: str, size: int, lease_seconds: float) -> None:
+        self.client = client
+        self.key = key
+        self.size = size
+        self.lease_seconds = lease_seconds
+        self._released = asyncio.Event()
+
+    async def acquire(self) -> str:
+        lease = uuid.uuid4().hex
+        while not await self._take(lease):
+            # A release in this process wakes us at once; one elsewhere (or an expiry) is seen
+            # on the next look, a moment later.
+            self._released.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LEASE_POLL):
+                    await self._released.wait()
+        return lease
+
+    async def _take(self, lease: str) -> bool:
+        now = time.time()
+        granted = await self.client.eval(
+            TAKE_LEASE, 1, self.key, now, self.size, lease, now + self.lease_seconds
+        )
+        return bool(granted)
+
+    async def release(self, lease: str) -> None:
+        await self.client.zrem(self.key, lease)
+        self._released.set()
+
+
 class ProviderLimiter:
     """The limits of one provider, shared through Redis by every worker."""
 
@@ -90,11 +124,14 @@ class ProviderLimiter:
         base = keys.provider_limits(provider)
         self._requests_key = f"{base}:requests"
         self._tokens_key = f"{base}:tokens"
-        self._leases_key = f"{base}:leases"
+        self._leases = (
+            LeasePool(client, f"{base}:leases", limits.max_concurrent, lease_seconds)
+            if limits.max_concurrent is not None
+            else None
+        )
         self.backoff_key = f"{base}:backoff"
         self._ttl_ms = int((limits.window_seconds * 2 + 60) * 1000)
         self._refill = (limits.tokens_per_minute or 0) / 60
-        self._released = asyncio.Event()
 
     async def acquire(self, estimated_tokens: int) -> str | None:
         """Wait until a request may go; returns the concurrency lease to release, if any."""
@@ -128,30 +165,7 @@ class ProviderLimiter:
             waits.append(float(debt))
         if max(waits) > 0:
             await asyncio.sleep(max(waits))
-        if limits.max_concurrent is None:
-            return None
-        lease = uuid.uuid4().hex
-        while not await self._take_lease(lease):
-            # A release in this process wakes us at once; one elsewhere (or an expiry) is seen
-            # on the next look, a moment later.
-            self._released.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(LEASE_POLL):
-                    await self._released.wait()
-        return lease
-
-    async def _take_lease(self, lease: str) -> bool:
-        now = time.time()
-        granted = await self.client.eval(
-            TAKE_LEASE,
-            1,
-            self._leases_key,
-            now,
-            self.limits.max_concurrent or 0,
-            lease,
-            now + self.lease_seconds,
-        )
-        return bool(granted)
+        return await self._leases.acquire() if self._leases is not None else None
 
     async def settle(self, estimated_tokens: int, actual_tokens: int) -> None:
         """Correct the token bucket by what the response really used."""
@@ -169,9 +183,8 @@ class ProviderLimiter:
         )
 
     async def release(self, lease: str | None) -> None:
-        if lease is not None:
-            await self.client.zrem(self._leases_key, lease)
-            self._released.set()
+        if lease is not None and self._leases is not None:
+            await self._leases.release(lease)
 
     async def back_off(self, seconds: float) -> None:
         """The provider said 429: every worker waits ``seconds`` before its next request."""

@@ -29,7 +29,7 @@ from ..llm.providers import ModelFactory
 from ..redis_pool import async_redis
 from ..streaming.publisher import EventPublisher
 from ..tools import REGISTRY, ToolRegistry
-from .limits import LimitedModel, ProviderLimiter
+from .limits import LeasePool, LimitedModel, ProviderLimiter
 from .loop import EventLoopThread
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class WorkerRuntime:
             for name in sorted(manifest.provider_names - {"test"})
         }
         self.models = ModelFactory(settings, manifest, on_throttle=self._throttled)
+        self._tenant_pools: dict[str, LeasePool] = {}
         self.hostname = f"{os.getpid()}@{socket.gethostname()}"
         self._heartbeat: concurrent.futures.Future[None] | None = None
         # Runs executing in this process, so a ``cancel`` on the control channel reaches them.
@@ -99,6 +100,20 @@ class WorkerRuntime:
         limiter = self.limiters.get(provider)
         if limiter is not None:
             await limiter.back_off(seconds)
+
+    def tenant_pool(self, tenant: str) -> LeasePool | None:
+        """The fleet-wide cap on a tenant's concurrent runs (None: uncapped)."""
+        spec = self.manifest.tenants.get(tenant)
+        if spec is None or spec.max_concurrent_runs is None:
+            return None
+        if tenant not in self._tenant_pools:
+            self._tenant_pools[tenant] = LeasePool(
+                self.redis,
+                self.keys.tenant_leases(tenant),
+                spec.max_concurrent_runs,
+                self.settings.run_timeout,
+            )
+        return self._tenant_pools[tenant]
 
     def limited(self, model: Model) -> Model:
         """``model`` behind its provider's fleet-wide limits, if it has any."""

@@ -1,0 +1,64 @@
+"""Tenants: daily token budgets refused before any model call, and fleet-wide run caps."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from celery_agents import Agent, BudgetExceeded, RunHandle, UserError
+from celery_agents.config.manifest import AgentSpec
+from celery_agents.facade.client import get_client
+from celery_agents.tasks.payload import RunPayload
+from celery_agents.testing.scripted_server import Reply, ScriptedModelServer
+
+pytestmark = pytest.mark.usefixtures("agents")
+
+
+async def test_a_budget_is_enforced_before_the_model_call(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    scripted_model.script(Reply("spent", usage=(80, 40)))
+    agent = Agent("billed", "scripted:m")
+    assert (await agent.run("first", tenant="acme")).content == "spent"
+    with pytest.raises(BudgetExceeded, match="tenant 'acme' has used 120 of its 100 tokens"):
+        await agent.run("second", tenant="acme")
+    # a message that skips the client's check is refused by the worker, still before the model
+    payload = RunPayload(
+        run_id=uuid.uuid4().hex,
+        agent=AgentSpec(name="sneaky", model="scripted:m"),
+        prompt="x",
+        conversation_id="c",
+        timeout=10,
+        tenant="acme",
+    )
+    get_client().send(payload)
+    with pytest.raises(BudgetExceeded, match="no model was called"):
+        await RunHandle.attach(payload.run_id).result(timeout=20)
+    assert scripted_model.request_count == 1
+
+
+async def test_an_unknown_tenant_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="unknown tenant 'nobody' \\(known: acme, other, small\\)"):
+        await Agent("a", "test:echo").run("x", tenant="nobody")
+
+
+async def test_a_tenant_cap_holds_while_other_tenants_proceed(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    scripted_model.latency = 0.4
+    capped = [
+        Agent("c", "scripted:capped").run(f"c{i}", store_history=False, tenant="small")
+        for i in range(6)
+    ]
+    others = [
+        Agent("o", "scripted:others").run(f"o{i}", store_history=False, tenant="other")
+        for i in range(4)
+    ]
+    await asyncio.gather(*capped, *others)
+    small = sorted(r.received_at for r in scripted_model.requests if r.model == "capped")
+    free = sorted(r.received_at for r in scripted_model.requests if r.model == "others")
+    assert len(small) == 6 and len(free) == 4
+    assert max(sum(1 for t in small if s <= t < s + 0.35) for s in small) <= 2
+    assert free[-1] < small[-1] - 0.5  # the other tenant did not queue behind the capped one
