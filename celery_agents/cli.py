@@ -1,4 +1,4 @@
-"""``celery-agents``: demo, run, worker, beat, flower, status, schedules."""
+"""``celery-agents``: demo, run, worker, beat, flower, status, schedules, runs."""
 
 from __future__ import annotations
 
@@ -211,6 +211,43 @@ def run(
     asyncio.run(
         run_named(name, prompt, stream=stream, iterate=iterate, model=model, timeout=timeout)
     )
+
+
+@main.group()
+def runs() -> None:
+    """Failed runs kept for inspection and retry (dead letters)."""
+
+
+@runs.command("failed")
+@click.option("--limit", default=50, show_default=True, type=int)
+def runs_failed(limit: int) -> None:
+    """The newest runs that failed after their retries."""
+    import asyncio
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .facade.retry import failed_runs
+
+    table = Table("failed", "agent", "error")
+    table.add_column("run id", no_wrap=True)
+    for record in asyncio.run(failed_runs(limit)):
+        ago = f"{time.time() - record['failed_at']:.0f}s ago"
+        error = f"{record['error']['type']}: {record['error']['message']}"
+        table.add_row(ago, record["payload"]["agent"]["name"], error[:120], record["run_id"])
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+@runs.command("retry")
+@click.argument("run_id")
+def runs_retry(run_id: str) -> None:
+    """Run a failed run again; prints its answer."""
+    import asyncio
+
+    from .facade.retry import retry_failed
+
+    click.echo(asyncio.run(retry_failed(run_id)).text)
 
 
 @main.command()

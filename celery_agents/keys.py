@@ -80,6 +80,14 @@ class Keys:
     def tenant_leases(self, tenant: str) -> str:
         return f"{self.prefix}:tenant:{tenant}:leases"
 
+    def dead_letters(self) -> str:
+        """List of the ids of failed runs kept for inspection and retry (newest first)."""
+        return f"{self.prefix}:dead"
+
+    def dead_letter(self, run_id: str) -> str:
+        """One failed run: its payload (which holds no secrets) and its error."""
+        return f"{self.prefix}:dead:{run_id}"
+
     def idempotency(self, key: str) -> str:
         """The run id that owns an idempotency key."""
         return f"{self.prefix}:idem:{key}"

@@ -9,6 +9,7 @@ from typing import Any
 
 from celery import Celery, Task
 
+from ..deadletters import keep, worth_keeping
 from ..errors import CeleryAgentsError, InvalidPayloadError, RunError
 from ..events import RunStarted
 from ..workers.background import finish_background_run
@@ -82,6 +83,15 @@ async def _run_agent(
         if payload.background:
             await finish_background_run(runtime, payload.background, payload.run_id, None, exc)
         if not payload.lineage:
+            if worth_keeping(exc):
+                await keep(
+                    runtime.redis,
+                    runtime.keys,
+                    payload.run_id,
+                    RUN_AGENT,
+                    payload.model_dump(mode="json"),
+                    exc,
+                )
             raise
         return MemberRecord(
             status="failed",
