@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from celery_agents import Agent, BudgetExceeded, RunHandle, UserError
+from celery_agents import Agent, BudgetExceeded, RunHandle, Settings, UserError, configure
 from celery_agents.config.manifest import AgentSpec
+from celery_agents.embedded.worker import start_worker
 from celery_agents.facade.client import get_client
 from celery_agents.tasks.payload import RunPayload
+from celery_agents.testing.plugin import TEST_WORKER_ENV
 from celery_agents.testing.scripted_server import Reply, ScriptedModelServer
 
 pytestmark = pytest.mark.usefixtures("agents")
@@ -62,3 +66,45 @@ async def test_a_tenant_cap_holds_while_other_tenants_proceed(
     assert len(small) == 6 and len(free) == 4
     assert max(sum(1 for t in small if s <= t < s + 0.35) for s in small) <= 2
     assert free[-1] < small[-1] - 0.5  # the other tenant did not queue behind the capped one
+
+
+@pytest.fixture
+def four_threads(
+    agents: Settings, agents_redis_url: str, celery_agents_manifest_path: Path
+) -> Iterator[None]:
+    """A worker of 4 threads, on a queue of its own."""
+    queue = f"tenants-{uuid.uuid4().hex[:8]}"
+    worker = start_worker(
+        agents_redis_url,
+        manifest=celery_agents_manifest_path,
+        concurrency=4,
+        extra_env={**TEST_WORKER_ENV, "CELERY_AGENTS_QUEUE": queue},
+    )
+    configure(agents.model_copy(update={"queue": queue}))
+    try:
+        yield
+    finally:
+        worker.stop()
+        configure(agents)
+
+
+@pytest.mark.usefixtures("four_threads")
+async def test_a_capped_tenant_never_holds_the_threads_other_tenants_need(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    scripted_model.latency = 0.3
+    capped = [
+        asyncio.create_task(
+            Agent("c", "scripted:capped").run(f"c{i}", store_history=False, tenant="small")
+        )
+        for i in range(8)
+    ]
+    await asyncio.to_thread(scripted_model.wait_for_requests, 2, 20)  # "small" is at its cap
+    others = [
+        Agent("o", "scripted:others").run(f"o{i}", store_history=False, tenant="other")
+        for i in range(4)
+    ]
+    await asyncio.gather(*capped, *others)
+    small = sorted(r.received_at for r in scripted_model.requests if r.model == "capped")
+    free = sorted(r.received_at for r in scripted_model.requests if r.model == "others")
+    assert free[-1] < small[4], "the other tenant waited behind the capped one's queue"

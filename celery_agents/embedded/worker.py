@@ -42,14 +42,16 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.log_path.unlink(missing_ok=True)
+        if not os.environ.get("CELERY_AGENTS_KEEP_LOGS"):
+            self.log_path.unlink(missing_ok=True)
 
     def kill(self) -> None:
         """``kill -9``: no shutdown of any kind."""
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        self.log_path.unlink(missing_ok=True)
+        if not os.environ.get("CELERY_AGENTS_KEEP_LOGS"):
+            self.log_path.unlink(missing_ok=True)
 
 
 def start_worker(

@@ -5,12 +5,13 @@ bodies and later chain stages always run.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from celery import Celery, Task
 
 from ..deadletters import keep, worth_keeping
-from ..errors import CeleryAgentsError, InvalidPayloadError, RunError
+from ..errors import CeleryAgentsError, InvalidPayloadError, RunError, RunTimeout
 from ..events import RunStarted
 from ..workers.background import finish_background_run
 from ..workers.channel import RunChannel
@@ -23,17 +24,37 @@ from .payload import RunPayload
 from .records import MemberRecord
 from .tree import GroupPayload, TreePayload
 
+TENANT_RETRY = 0.2  # seconds (plus jitter) before a run at its tenant's cap is tried again
+
+
+class TenantAtCap(Exception):
+    """The run's tenant has all its concurrent runs going: try again a little later."""
+
 
 def register_tasks(app: Celery) -> None:
     """Register every task on the worker's app."""
 
-    @app.task(name=RUN_AGENT, bind=True)  # type: ignore[untyped-decorator]
+    @app.task(name=RUN_AGENT, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
     def run_agent(self: Task, previous: Any = None, *, payload: Any) -> dict[str, Any]:
         runtime = get_runtime()
         redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-        return runtime.loop.run(
-            _run_agent(runtime, payload, previous, self.request.id, 2 if redelivered else 1)
-        )
+        try:
+            return runtime.loop.run(
+                _run_agent(runtime, payload, previous, self.request.id, 2 if redelivered else 1)
+            )
+        except TenantAtCap as busy:
+            # Back to the broker (behind what queued meanwhile), not waiting on a thread that
+            # another tenant's run could use; for as long as the run may take, then it ends.
+            waited = self.request.retries * TENANT_RETRY
+            if waited >= float((payload or {}).get("timeout", 600)):
+                error = RunTimeout(
+                    f"run {self.request.id} waited {waited:.0f}s for a slot of "
+                    f"tenant {busy.args[0]!r}",
+                    run_id=self.request.id,
+                )
+                runtime.loop.run(_channel(runtime, self.request.id, "?").failed(error))
+                raise error from None
+            raise self.retry(countdown=TENANT_RETRY * (1 + random.random())) from None
 
     @app.task(name=RUN_TEAM, bind=True)  # type: ignore[untyped-decorator]
     def run_team(self: Task, *, payload: Any) -> dict[str, Any]:
@@ -74,6 +95,20 @@ async def _run_agent(
         )
         await _channel(runtime, task_id, "?").failed(error)
         raise error
+    pool = runtime.tenant_pool(payload.tenant) if payload.tenant else None
+    lease = await pool.try_acquire() if pool is not None else None
+    if pool is not None and lease is None:
+        raise TenantAtCap(payload.tenant or "")
+    try:
+        return await _run_admitted(runtime, payload, previous, attempt)
+    finally:
+        if pool is not None and lease is not None:
+            await pool.release(lease)
+
+
+async def _run_admitted(
+    runtime: WorkerRuntime, payload: RunPayload, previous: Any, attempt: int
+) -> dict[str, Any]:
     record = MemberRecord.parse(previous) if previous is not None else None
     if record is not None and record.status != "ok":
         return record.skipped().dump()  # an earlier stage failed: carry its failure along

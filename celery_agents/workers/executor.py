@@ -23,7 +23,6 @@ from ..tenants import check_budget, spend
 from ..tools import Tool
 from .accounting import record_run
 from .channel import RunChannel, add_usage
-from .limits import LeasePool
 from .pricing import cost_of
 from .runtime import WorkerRuntime
 
@@ -106,12 +105,12 @@ async def execute_run(
     task = asyncio.current_task()
     if task is not None:
         runtime.inflight[run_id] = task
-    tenant_lease: tuple[LeasePool, str] | None = None
     try:
         if await runtime.redis.exists(runtime.keys.run_cancel(run_id)):
             raise RunCancelled(f"run {run_id} was cancelled before it started", run_id=run_id)
         async with asyncio.timeout(payload.timeout):
-            tenant_lease = await _admit(runtime, payload)
+            if payload.tenant is not None:  # before any model call
+                await check_budget(runtime.redis, runtime.keys, runtime.manifest, payload.tenant)
             message = await _run(runtime, payload, channel, previous, started)
             if payload.tenant:
                 await spend(
@@ -154,8 +153,6 @@ async def execute_run(
     finally:
         runtime.inflight.pop(run_id, None)
         runtime.cancelled.discard(run_id)
-        if tenant_lease is not None:
-            await tenant_lease[0].release(tenant_lease[1])
     await channel.failed(error)
     await record_run(runtime.redis, runtime.keys, agent.name, None, None, ok=False)
     _log_end(payload, started, f"failed error={type(error).__name__}", None)
@@ -208,15 +205,6 @@ async def _run(
     if payload.store_history:
         await runtime.history.append(payload.conversation_id, payload.run_id, [user, message])
     return message
-
-
-async def _admit(runtime: WorkerRuntime, payload: RunPayload) -> tuple[LeasePool, str] | None:
-    """A tenant's run starts only within its budget and its share of concurrent runs."""
-    if payload.tenant is None:
-        return None
-    await check_budget(runtime.redis, runtime.keys, runtime.manifest, payload.tenant)
-    pool = runtime.tenant_pool(payload.tenant)
-    return None if pool is None else (pool, await pool.acquire())
 
 
 def _registered_tools(runtime: WorkerRuntime, payload: RunPayload) -> dict[str, Tool]:

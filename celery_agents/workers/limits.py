@@ -93,6 +93,11 @@ class LeasePool:
                     await self._released.wait()
         return lease
 
+    async def try_acquire(self) -> str | None:
+        """A lease if one is free right now, else None (the caller decides how to wait)."""
+        lease = uuid.uuid4().hex
+        return lease if await self._take(lease) else None
+
     async def _take(self, lease: str) -> bool:
         now = time.time()
         granted = await self.client.eval(
