@@ -44,7 +44,9 @@ async def test_a_budget_is_enforced_before_the_model_call(
 
 
 async def test_an_unknown_tenant_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="unknown tenant 'nobody' \\(known: acme, other, small\\)"):
+    with pytest.raises(
+        UserError, match="unknown tenant 'nobody' \\(known: acme, other, small, teamco\\)"
+    ):
         await Agent("a", "test:echo").run("x", tenant="nobody")
 
 
@@ -108,3 +110,15 @@ async def test_a_capped_tenant_never_holds_the_threads_other_tenants_need(
     small = sorted(r.received_at for r in scripted_model.requests if r.model == "capped")
     free = sorted(r.received_at for r in scripted_model.requests if r.model == "others")
     assert free[-1] < small[4], "the other tenant waited behind the capped one's queue"
+
+
+async def test_a_teams_members_spend_their_tenants_budget(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    scripted_model.script(Reply("a", usage=(40, 40)), model="t1")
+    scripted_model.script(Reply("b", usage=(40, 40)), model="t2")
+    team = Agent("t1", "scripted:t1") & Agent("t2", "scripted:t2")
+    assert (await team.run("x", tenant="teamco")).content == ["a", "b"]
+    with pytest.raises(BudgetExceeded, match="tenant 'teamco' has used 160 of its 100 tokens"):
+        await team.run("x", tenant="teamco")
+    assert scripted_model.request_count == 2

@@ -23,6 +23,7 @@ from ..messages import AgentResponse, ChatMessage, Talk
 from ..streaming.hub import RunWatch
 from ..tasks.names import RUN_TEAM
 from ..tasks.tree import AgentNode, ChainNode, TeamNode, TreePayload
+from ..tenants import check_budget
 from .agent import Agent, check_tools, join_prompts, run_timeout
 from .background import BackgroundMixin, BackgroundStats
 from .bridge import iterate_on_io, on_io, run_sync
@@ -127,6 +128,7 @@ class _Group(BackgroundMixin):
         store_history: bool,
         model: str | None,
         timeout: float | None,
+        tenant: str | None = None,
     ) -> TreePayload:
         return TreePayload(
             run_id=uuid.uuid4().hex,
@@ -134,11 +136,14 @@ class _Group(BackgroundMixin):
             prompt=join_prompts(prompts),
             store_history=store_history,
             timeout=run_timeout(timeout),
+            tenant=tenant,
         )
 
     async def _start(self, tree: TreePayload) -> RunWatch:
         client = get_client()
         await check_tools(client, self.name, _tools_in(tree.node))
+        if tree.tenant is not None:  # over budget: refused here, before anything is queued
+            await check_budget(client.redis, client.keys, client.manifest, tree.tenant)
         return await client.start(tree)
 
     async def run_job(
@@ -172,9 +177,10 @@ class _Group(BackgroundMixin):
         store_history: bool = True,
         model: str | None = None,
         timeout: float | None = None,
+        tenant: str | None = None,
     ) -> ChatMessage:
         """Run the whole tree on the workers; returns its one message."""
-        tree = self._tree(prompts, store_history, model, timeout)
+        tree = self._tree(prompts, store_history, model, timeout, tenant)
 
         async def go() -> ChatMessage:
             return await wait_message(await self._start(tree), tree.timeout + WAIT_GRACE)

@@ -87,6 +87,7 @@ class _Builder:
             prefixes=list(place.prefixes),
             handoff=handoff,
             forwarded_from=list(place.forwarded),
+            tenant=self.tree.tenant,
         )
         parent = place.lineage[-1].run_id if place.lineage else None
         return self.task(

@@ -63,6 +63,7 @@ class TreePayload(WireModel):
     position: list[int] = Field(default_factory=list)
     background: str | None = None
     route: Route = Field(default_factory=Route)
+    tenant: str | None = Field(None, min_length=1, max_length=128)
 
     @model_validator(mode="after")
     def _bounded(self) -> TreePayload:
