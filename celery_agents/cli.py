@@ -235,7 +235,9 @@ def runs_failed(limit: int) -> None:
     for record in asyncio.run(failed_runs(limit)):
         ago = f"{time.time() - record['failed_at']:.0f}s ago"
         error = f"{record['error']['type']}: {record['error']['message']}"
-        table.add_row(ago, record["payload"]["agent"]["name"], error[:120], record["run_id"])
+        payload = record["payload"]
+        name = payload["agent"]["name"] if "agent" in payload else payload["node"]["name"]
+        table.add_row(ago, name, error[:120], record["run_id"])
     Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 

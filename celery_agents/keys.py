@@ -80,6 +80,10 @@ class Keys:
     def tenant_leases(self, tenant: str) -> str:
         return f"{self.prefix}:tenant:{tenant}:leases"
 
+    def tree_payload(self, run_id: str) -> str:
+        """A Team/TeamRun run's payload, kept while it runs (for its dead letter)."""
+        return f"{self.prefix}:run:{run_id}:tree"
+
     def dead_letters(self) -> str:
         """List of the ids of failed runs kept for inspection and retry (newest first)."""
         return f"{self.prefix}:dead"

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from celery_agents import Agent, ModelError, RunCancelled
+from celery_agents import Agent, ModelError, RunCancelled, StageError
 from celery_agents.embedded.worker import WorkerProcess
 from celery_agents.facade.retry import failed_runs, retry_failed
 from celery_agents.testing.scripted_server import Fail, Reply, ScriptedModelServer
@@ -54,3 +54,17 @@ async def test_runs_that_a_retry_cannot_fix_are_not_kept(
     with pytest.raises(RunCancelled):
         await handle.result(timeout=20)
     assert len(await failed_runs(1000)) == before
+
+
+async def test_a_failed_team_run_is_kept_and_retried_as_a_whole(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    scripted_model.script(*[Fail(503, message="down")] * 4, model="first")
+    chain = Agent("first", "scripted:first") | Agent("second", "test:echo")
+    with pytest.raises(StageError, match="stage 'first'"):
+        await chain.run("the weekly digest")
+    kept = (await failed_runs())[0]
+    assert kept["payload"]["node"]["name"] == "first|second"
+    assert kept["error"]["type"] == "StageError"
+    message = await retry_failed(kept["run_id"])  # the scripted failures are used up
+    assert (message.name, message.content) == ("second", "the weekly digest")

@@ -7,7 +7,9 @@ from typing import Any
 
 from .. import deadletters
 from ..messages import ChatMessage
+from ..tasks.names import RUN_TEAM
 from ..tasks.payload import RunPayload
+from ..tasks.tree import TreePayload
 from .bridge import on_io
 from .client import get_client
 from .follow import WAIT_GRACE, wait_message
@@ -25,9 +27,8 @@ async def retry_failed(run_id: str) -> ChatMessage:
     async def go() -> ChatMessage:
         client = get_client()
         record = await deadletters.take(client.redis, client.keys, run_id)
-        payload = RunPayload.parse(record["payload"]).model_copy(
-            update={"run_id": uuid.uuid4().hex}
-        )
+        kind = TreePayload if record.get("task") == RUN_TEAM else RunPayload
+        payload = kind.parse(record["payload"]).model_copy(update={"run_id": uuid.uuid4().hex})
         message = await wait_message(await client.start(payload), payload.timeout + WAIT_GRACE)
         await deadletters.forget(client.redis, client.keys, run_id)
         return message

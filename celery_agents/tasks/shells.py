@@ -5,6 +5,7 @@ bodies and later chain stages always run.
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -61,6 +62,7 @@ def register_tasks(app: Celery) -> None:
         runtime = get_runtime()
         tree = runtime.loop.run(_parse(runtime, TreePayload, payload, self.request.id))
         runtime.loop.run(_started(runtime, tree))
+        runtime.loop.run(_remember_tree(runtime, tree))
         try:
             build_canvas(app, tree).apply_async()
         except Exception as exc:  # the broker refused: say so on the run's stream
@@ -165,6 +167,21 @@ async def _started(runtime: WorkerRuntime, tree: TreePayload) -> None:
     )
 
 
+async def _remember_tree(runtime: WorkerRuntime, tree: TreePayload) -> None:
+    """Keep the tree's payload while it runs: if it fails, its dead letter needs it."""
+    await runtime.redis.set(
+        runtime.keys.tree_payload(tree.run_id),
+        tree.model_dump_json(),
+        ex=runtime.settings.result_ttl,
+    )
+
+
+async def _keep_tree(runtime: WorkerRuntime, run_id: str, error: CeleryAgentsError) -> None:
+    raw = await runtime.redis.get(runtime.keys.tree_payload(run_id))
+    if raw is not None:
+        await keep(runtime.redis, runtime.keys, run_id, RUN_TEAM, json.loads(raw), error)
+
+
 def _channel(runtime: WorkerRuntime, run_id: str, name: str) -> RunChannel:
     return RunChannel(runtime.publisher, run_id, name)
 
@@ -181,5 +198,8 @@ def _settle(runtime: WorkerRuntime, group: GroupPayload, record: MemberRecord) -
     if group.lineage:
         return record.dump()
     if record.status != "ok" or record.message is None:
-        raise record.exception()
+        error = record.exception()
+        if worth_keeping(error):
+            runtime.loop.run(_keep_tree(runtime, group.run_id, error))
+        raise error
     return record.message.model_dump(mode="json")
