@@ -3,7 +3,6 @@ background runs (RabbitMQ as broker; Redis stays the result backend and pub/sub)
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,18 +14,8 @@ from celery_agents import Agent, Job, Settings, Team, TeamRun, configure
 from celery_agents.embedded.worker import start_beat, start_worker
 from celery_agents.testing.plugin import TEST_WORKER_ENV
 from celery_agents.testing.scripted_server import Reply, ScriptedModelServer
+from tests.support.brokers import AMQP_URL, rabbitmq_answers
 from tests.support.models import Finding
-
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
-
-
-def rabbitmq_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
 
 pytestmark = pytest.mark.skipif(not rabbitmq_answers(), reason="no RabbitMQ on 127.0.0.1:5672")
 

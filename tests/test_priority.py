@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,16 +14,7 @@ from celery_agents import Agent, Settings, UserError, configure
 from celery_agents.embedded.worker import start_worker
 from celery_agents.testing.plugin import TEST_WORKER_ENV
 from celery_agents.testing.scripted_server import ScriptedModelServer
-
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
-
-
-def rabbitmq_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=0.5):
-            return True
-    except OSError:
-        return False
+from tests.support.brokers import AMQP_URL, rabbitmq_answers
 
 
 @pytest.fixture(params=["redis", "amqp"])
