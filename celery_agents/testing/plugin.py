@@ -9,6 +9,9 @@ providers, tools and agents; ``scripted_model.url`` is the scripted server's bas
 - ``agents_worker``: a ``celery-agents worker`` subprocess serving the manifest.
 - ``agents_beat``: a ``celery-agents beat`` subprocess (for background runs and schedules).
 - ``agents``: the facade configured to use them (``Settings``).
+
+``CELERY_AGENTS_TEST_BROKER_URL=amqp://...`` runs the session's worker on that broker (Redis
+stays the result backend); ``CELERY_AGENTS_KEEP_LOGS=1`` keeps the test workers' log files.
 """
 
 from __future__ import annotations
