@@ -42,6 +42,10 @@ class Keys:
     def worker_pattern(self) -> str:
         return f"{self.prefix}:worker:*"
 
+    def run_state(self, run_id: str) -> str:
+        """Hash of a run's durable record: state, attempt, worker, times."""
+        return f"{self.prefix}:run:{run_id}:state"
+
     def run_cancel(self, run_id: str) -> str:
         """Set when a run is cancelled; a worker checks it before starting the run."""
         return f"{self.prefix}:run:{run_id}:cancel"

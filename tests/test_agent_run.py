@@ -180,7 +180,7 @@ async def test_submit_returns_a_handle_whose_result_and_status_are_readable(
     assert msg.content == "queued work"
     assert msg.run_id == handle.run_id
     assert await handle.status() == "succeeded"
-    assert await RunHandle.attach("no-such-run").status() == "queued"
+    assert await RunHandle.attach("no-such-run").status() == "unknown"
 
 
 async def test_a_late_attach_replays_every_event_once_in_order(

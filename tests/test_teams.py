@@ -278,7 +278,9 @@ async def test_a_member_whose_worker_dies_does_not_leave_the_team_waiting_foreve
     await asyncio.to_thread(scripted_model.wait_for_requests, 1, 20)  # the member is in flight
     worker.kill()
     started = time.monotonic()
-    with pytest.raises(RunTimeout, match="still running: stuck"):
+    with pytest.raises(
+        RunTimeout, match=r"still running: (quick, )?stuck"
+    ):  # quick may not be done
         await run
     assert time.monotonic() - started < 10
 

@@ -245,6 +245,7 @@ class Agent(BackgroundMixin):
             owner = await on_io(client.claim(idempotency_key, payload.run_id))
             if owner != payload.run_id:
                 return RunHandle(owner, timeout=payload.timeout)
+        await on_io(client.mark_queued(payload.run_id))
         client.send(payload)
         if idempotency_key:
             await on_io(client.confirm(idempotency_key))

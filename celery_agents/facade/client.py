@@ -21,6 +21,7 @@ from ..history import ConversationStore
 from ..keys import Keys
 from ..messages import ChatMessage
 from ..redis_pool import async_redis
+from ..runstate import write_state
 from ..streaming.hub import EventHub, RunWatch
 from ..streaming.publisher import EventPublisher
 from ..tasks.app import create_client_app
@@ -88,10 +89,16 @@ class AgentsClient:
             **payload.route.options(self.settings.broker),
         )
 
+    async def mark_queued(self, run_id: str) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            write_state(pipe, self.keys, run_id, "queued", self.settings.result_ttl)
+            await pipe.execute()
+
     async def start(self, payload: RunPayload | TreePayload) -> RunWatch:
         """Subscribe to the run's channel, then send its task: no event can be missed."""
         watch = await self.hub.watch(payload.run_id, replay=False)
         try:
+            await self.mark_queued(payload.run_id)
             self.send(payload)
         except BaseException:
             await watch.close()

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import cast
 
 from ..events import Event, RunDone, RunFailed, RunStarted
 from ..messages import ChatMessage
+from ..runstate import RunStatus, final_state
 from ..streaming.replay import read_replay
 from .bridge import iterate_on_io, on_io, run_sync
 from .client import get_client
 from .follow import WAIT_GRACE, follow, wait_message
-
-RunStatus = Literal["queued", "running", "succeeded", "failed"]
 
 
 class RunHandle:
@@ -62,17 +61,29 @@ class RunHandle:
         await on_io(get_client().cancel_run(self.run_id))
 
     async def status(self) -> RunStatus:
-        """Where the run is, from its event log (``queued`` until a worker starts it)."""
+        """The run's recorded state; ``unknown`` for a run nobody recorded (or long expired)."""
         client = get_client()
-        events = await on_io(read_replay(client.redis, client.keys, self.run_id))
-        status: RunStatus = "queued"
-        for event in events:
-            if event.member is not None:
-                continue
-            if isinstance(event, RunStarted):
-                status = "running"
-            elif isinstance(event, RunDone):
-                status = "succeeded"
-            elif isinstance(event, RunFailed):
-                status = "failed"
-        return status
+
+        async def read() -> RunStatus:
+            record = await client.redis.hget(client.keys.run_state(self.run_id), "state")
+            if record is not None:
+                state = record.decode() if isinstance(record, bytes) else str(record)
+                return cast(RunStatus, state)
+            return _from_events(await read_replay(client.redis, client.keys, self.run_id))
+
+        return await on_io(read())
+
+
+def _from_events(events: list[Event]) -> RunStatus:
+    """A run whose record expired may still have its event log."""
+    status: RunStatus = "unknown"
+    for event in events:
+        if event.member is not None:
+            continue
+        if isinstance(event, RunStarted):
+            status = "running"
+        elif isinstance(event, RunDone):
+            status = "succeeded"
+        elif isinstance(event, RunFailed):
+            status = final_state(event.exception())
+    return status

@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 
 from ..keys import Keys
 from ..messages import Usage
+from ..runstate import RunStatus, write_state
 
 BUCKET_TTL = 3900  # an hour of buckets plus a margin
 
@@ -21,9 +22,14 @@ async def record_run(
     *,
     ok: bool,
     now: float | None = None,
+    state: tuple[str, RunStatus, int] | None = None,
 ) -> None:
+    """Count the run in its minute; with ``state`` (run id, final state, ttl) also write the
+    run's record in the same round trip."""
     key = keys.usage_minute(int((now or time.time()) // 60))
     async with client.pipeline(transaction=False) as pipe:
+        if state is not None:
+            write_state(pipe, keys, state[0], state[1], state[2])
         pipe.hincrby(key, f"{agent}|runs", 1)
         if not ok:
             pipe.hincrby(key, f"{agent}|errors", 1)

@@ -17,6 +17,7 @@ from ..errors import CeleryAgentsError, RunCancelled, RunError, RunTimeout, Unkn
 from ..events import RunStarted, TalkEvent, TextDelta, ToolCallEvent, ToolResultEvent
 from ..llm.agent_loop import run_agent_loop
 from ..messages import ChatMessage, Participant, ToolCallInfo, Usage
+from ..runstate import final_state, write_state
 from ..tasks.payload import RunPayload
 from ..tasks.records import MemberRecord
 from ..tenants import check_budget, spend
@@ -106,7 +107,7 @@ async def execute_run(
     if task is not None:
         runtime.inflight[run_id] = task
     try:
-        if await runtime.redis.exists(runtime.keys.run_cancel(run_id)):
+        if await _start_record(runtime, run_id, attempt):
             raise RunCancelled(f"run {run_id} was cancelled before it started", run_id=run_id)
         async with asyncio.timeout(payload.timeout):
             if payload.tenant is not None:  # before any model call
@@ -146,7 +147,13 @@ async def execute_run(
         )
         await channel.done(message)
         await record_run(
-            runtime.redis, runtime.keys, agent.name, message.usage, message.cost, ok=True
+            runtime.redis,
+            runtime.keys,
+            agent.name,
+            message.usage,
+            message.cost,
+            ok=True,
+            state=(run_id, "succeeded", runtime.settings.result_ttl),
         )
         _log_end(payload, started, "succeeded", message.usage)
         return message
@@ -154,7 +161,15 @@ async def execute_run(
         runtime.inflight.pop(run_id, None)
         runtime.cancelled.discard(run_id)
     await channel.failed(error)
-    await record_run(runtime.redis, runtime.keys, agent.name, None, None, ok=False)
+    await record_run(
+        runtime.redis,
+        runtime.keys,
+        agent.name,
+        None,
+        None,
+        ok=False,
+        state=(run_id, final_state(error), runtime.settings.result_ttl),
+    )
     _log_end(payload, started, f"failed error={type(error).__name__}", None)
     raise error
 
@@ -205,6 +220,23 @@ async def _run(
     if payload.store_history:
         await runtime.history.append(payload.conversation_id, payload.run_id, [user, message])
     return message
+
+
+async def _start_record(runtime: WorkerRuntime, run_id: str, attempt: int) -> bool:
+    """Record the run as running (one round trip with the cancel check); True if cancelled."""
+    async with runtime.redis.pipeline(transaction=False) as pipe:
+        pipe.exists(runtime.keys.run_cancel(run_id))
+        write_state(
+            pipe,
+            runtime.keys,
+            run_id,
+            "running",
+            runtime.settings.result_ttl,
+            attempt=attempt,
+            worker=runtime.hostname,
+        )
+        cancelled, *_ = await pipe.execute()
+    return bool(cancelled)
 
 
 def _registered_tools(runtime: WorkerRuntime, payload: RunPayload) -> dict[str, Tool]:
