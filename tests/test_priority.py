@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from kombu import Connection
 
-from celery_agents import Agent, Settings, UserError, configure
+from celery_agents import Agent, RunTimeout, Settings, Team, UserError, configure
 from celery_agents.embedded.worker import start_worker
 from celery_agents.testing.plugin import TEST_WORKER_ENV
 from celery_agents.testing.scripted_server import ScriptedModelServer
@@ -69,3 +69,11 @@ async def test_an_urgent_run_overtakes_200_bulk_runs(
 async def test_a_bad_priority_is_a_clear_error() -> None:
     with pytest.raises(UserError, match="priority: Input should be less than or equal to 9"):
         await Agent("a", "test:echo").submit("x", priority=10)
+
+
+async def test_a_team_run_takes_a_queue_and_a_priority(agents: Settings) -> None:
+    team = Team([Agent("a", "test:echo")])
+    # The session's worker consumes its own queue: a run routed to "nowhere" must wait there.
+    with pytest.raises(RunTimeout, match="is a worker running"):
+        await team.run("x", queue="nowhere", priority=9, timeout=0.2)
+    assert (await team.run("x", priority=9)).content == ["x"]

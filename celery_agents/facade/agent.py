@@ -125,7 +125,7 @@ class Agent(BackgroundMixin):
             model,
             conversation_id,
             timeout,
-            route=_route(queue, priority),
+            route=route_of(queue, priority),
             tenant=tenant,
         )
         return typed(await on_io(_run(payload, idempotency_key)), self.output_class)
@@ -234,7 +234,7 @@ class Agent(BackgroundMixin):
             model,
             conversation_id,
             timeout,
-            route=_route(queue, priority),
+            route=route_of(queue, priority),
             tenant=tenant,
         )
         client = get_client()
@@ -395,7 +395,7 @@ async def check_tools(client: AgentsClient, who: str, wanted: set[str]) -> None:
         )
 
 
-def _route(queue: str | None, priority: int) -> Route:
+def route_of(queue: str | None, priority: int) -> Route:
     try:
         return Route(queue=queue, priority=priority)
     except ValidationError as exc:

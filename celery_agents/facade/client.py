@@ -47,6 +47,7 @@ class AgentsClient:
         self._redis: aioredis.Redis | None = None
         self._hub: EventHub | None = None
         self._history: ConversationStore | None = None
+        self._publisher: EventPublisher | None = None
         self._worker_tools: tuple[float, set[str]] = (0.0, set())
 
     # Everything below runs on the I/O loop.
@@ -65,12 +66,14 @@ class AgentsClient:
 
     @property
     def publisher(self) -> EventPublisher:
-        return EventPublisher(
-            self.redis,
-            self.keys,
-            log_cap=self.settings.replay_max_events,
-            ttl=self.settings.result_ttl,
-        )
+        if self._publisher is None:
+            self._publisher = EventPublisher(
+                self.redis,
+                self.keys,
+                log_cap=self.settings.replay_max_events,
+                ttl=self.settings.result_ttl,
+            )
+        return self._publisher
 
     @property
     def history(self) -> ConversationStore:
@@ -158,7 +161,7 @@ class AgentsClient:
             await self._hub.close()
         if self._redis is not None:
             await self._redis.aclose()
-        self._hub = self._redis = self._history = None
+        self._hub = self._redis = self._history = self._publisher = None
 
 
 def _tools_of(raw: bytes | str) -> list[str]:

@@ -23,8 +23,9 @@ from ..messages import AgentResponse, ChatMessage, Talk
 from ..streaming.hub import RunWatch
 from ..tasks.names import RUN_TEAM
 from ..tasks.tree import AgentNode, ChainNode, TeamNode, TreePayload
+from ..tasks.wire import DEFAULT_PRIORITY
 from ..tenants import check_budget
-from .agent import Agent, check_tools, join_prompts, run_timeout
+from .agent import Agent, check_tools, join_prompts, route_of, run_timeout
 from .background import BackgroundMixin, BackgroundStats
 from .bridge import iterate_on_io, on_io, run_sync
 from .client import get_client
@@ -178,9 +179,12 @@ class _Group(BackgroundMixin):
         model: str | None = None,
         timeout: float | None = None,
         tenant: str | None = None,
+        queue: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
     ) -> ChatMessage:
         """Run the whole tree on the workers; returns its one message."""
         tree = self._tree(prompts, store_history, model, timeout, tenant)
+        tree = tree.model_copy(update={"route": route_of(queue, priority)})
 
         async def go() -> ChatMessage:
             return await wait_message(await self._start(tree), tree.timeout + WAIT_GRACE)
