@@ -5,13 +5,11 @@ bodies and later chain stages always run.
 
 from __future__ import annotations
 
-import json
 import random
 from typing import Any
 
 from celery import Celery, Task
 
-from ..deadletters import keep, worth_keeping
 from ..errors import CeleryAgentsError, InvalidPayloadError, RunError, RunTimeout
 from ..events import RunStarted
 from ..workers.background import finish_background_run
@@ -120,15 +118,6 @@ async def _run_admitted(
         if payload.background:
             await finish_background_run(runtime, payload.background, payload.run_id, None, exc)
         if not payload.lineage:
-            if worth_keeping(exc):
-                await keep(
-                    runtime.redis,
-                    runtime.keys,
-                    payload.run_id,
-                    RUN_AGENT,
-                    payload.model_dump(mode="json"),
-                    exc,
-                )
             raise
         return MemberRecord(
             status="failed",
@@ -176,12 +165,6 @@ async def _remember_tree(runtime: WorkerRuntime, tree: TreePayload) -> None:
     )
 
 
-async def _keep_tree(runtime: WorkerRuntime, run_id: str, error: CeleryAgentsError) -> None:
-    raw = await runtime.redis.get(runtime.keys.tree_payload(run_id))
-    if raw is not None:
-        await keep(runtime.redis, runtime.keys, run_id, RUN_TEAM, json.loads(raw), error)
-
-
 def _channel(runtime: WorkerRuntime, run_id: str, name: str) -> RunChannel:
     return RunChannel(runtime.publisher, run_id, name)
 
@@ -198,8 +181,5 @@ def _settle(runtime: WorkerRuntime, group: GroupPayload, record: MemberRecord) -
     if group.lineage:
         return record.dump()
     if record.status != "ok" or record.message is None:
-        error = record.exception()
-        if worth_keeping(error):
-            runtime.loop.run(_keep_tree(runtime, group.run_id, error))
-        raise error
+        raise record.exception()
     return record.message.model_dump(mode="json")

@@ -13,11 +13,13 @@ import time
 from typing import Any
 
 from ..config.manifest import parse_model_ref
+from ..deadletters import keep, worth_keeping
 from ..errors import CeleryAgentsError, RunCancelled, RunError, RunTimeout, UnknownToolError
 from ..events import RunStarted, TalkEvent, TextDelta, ToolCallEvent, ToolResultEvent
 from ..llm.agent_loop import run_agent_loop
 from ..messages import ChatMessage, Participant, ToolCallInfo, Usage
 from ..runstate import final_state, write_state
+from ..tasks.names import RUN_AGENT
 from ..tasks.payload import RunPayload
 from ..tasks.records import MemberRecord
 from ..tenants import check_budget, spend
@@ -160,6 +162,11 @@ async def execute_run(
     finally:
         runtime.inflight.pop(run_id, None)
         runtime.cancelled.discard(run_id)
+    if not payload.lineage and worth_keeping(error):
+        # Kept before the failure is published: whoever sees it can find the dead letter.
+        await keep(
+            runtime.redis, runtime.keys, run_id, RUN_AGENT, payload.model_dump(mode="json"), error
+        )
     await channel.failed(error)
     await record_run(
         runtime.redis,

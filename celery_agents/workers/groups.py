@@ -6,8 +6,12 @@ tokens and cost its members rolled up, and hand a record to whatever encloses th
 
 from __future__ import annotations
 
-from ..errors import StageError, TeamRunError
+import json
+
+from ..deadletters import keep, worth_keeping
+from ..errors import CeleryAgentsError, StageError, TeamRunError
 from ..messages import ChatMessage
+from ..tasks.names import RUN_TEAM
 from ..tasks.records import MemberRecord
 from ..tasks.tree import GroupPayload
 from .channel import RunChannel, read_usage
@@ -41,7 +45,7 @@ async def collect_team(
         error = TeamRunError(
             f"every member of team {group.name!r} failed: {detail}", team=group.name, errors=errors
         )
-        await channel.failed(error)
+        await _fail(runtime, group, channel, error)
         return _record(group, status="failed", error=error.to_json())
     messages = [r.message for r in ok if r.message is not None]
     usage, cost = await read_usage(runtime.redis, runtime.keys, group.run_id)
@@ -80,7 +84,7 @@ async def finish_chain(
         team_run=group.name,
         cause=cause.to_json(),
     )
-    await channel.failed(error)
+    await _fail(runtime, group, channel, error)
     return _record(group, status="failed", error=error.to_json())
 
 
@@ -94,3 +98,14 @@ def _errors_by_member(records: list[MemberRecord]) -> dict[str, str]:
             name += "'"
         errors[name] = record.exception().message
     return errors
+
+
+async def _fail(
+    runtime: WorkerRuntime, group: GroupPayload, channel: RunChannel, error: CeleryAgentsError
+) -> None:
+    """Publish the group's failure; a failed root is kept as a dead letter first."""
+    if not group.lineage and worth_keeping(error):
+        raw = await runtime.redis.get(runtime.keys.tree_payload(group.run_id))
+        if raw is not None:
+            await keep(runtime.redis, runtime.keys, group.run_id, RUN_TEAM, json.loads(raw), error)
+    await channel.failed(error)
