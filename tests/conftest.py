@@ -65,32 +65,39 @@ def celery_agents_manifest(_scripted_model_server: ScriptedModelServer) -> dict[
 
 
 @pytest.fixture
-def private_worker(
-    agents_redis_url: str, celery_agents_manifest_path: Path
-) -> Iterator[Callable[[], WorkerProcess]]:
+def private_worker(agents: Settings) -> Iterator[Callable[..., WorkerProcess]]:
     """Start workers on a queue of this test's own (the facade is pointed at it), so a test
-    can stop or kill them without touching the session's worker."""
+    can stop, kill or reconfigure them without touching the session's worker.
+
+    ``start(concurrency=, extra_env=, broker=)``; ``broker`` moves the facade there too.
+    """
     queue = f"private-{uuid.uuid4().hex[:8]}"
     started: list[WorkerProcess] = []
 
-    def start() -> WorkerProcess:
+    def start(
+        *,
+        concurrency: int = 16,
+        extra_env: dict[str, str] | None = None,
+        broker: str | None = None,
+    ) -> WorkerProcess:
+        env = {**TEST_WORKER_ENV, "CELERY_AGENTS_QUEUE": queue, **(extra_env or {})}
+        broker = broker or agents.broker_url
+        if broker:
+            env["CELERY_AGENTS_BROKER_URL"] = broker
         worker = start_worker(
-            agents_redis_url,
-            manifest=celery_agents_manifest_path,
-            extra_env={**TEST_WORKER_ENV, "CELERY_AGENTS_QUEUE": queue},
+            agents.redis_url, manifest=agents.manifest, concurrency=concurrency, extra_env=env
         )
         started.append(worker)
+        configure(agents.model_copy(update={"queue": queue, "broker_url": broker}))
         return worker
 
-    configure(
-        Settings(redis_url=agents_redis_url, manifest=celery_agents_manifest_path, queue=queue)
-    )
+    configure(agents.model_copy(update={"queue": queue}))
     try:
         yield start
     finally:
         for worker in started:
             worker.kill()
-        configure(Settings(redis_url=agents_redis_url, manifest=celery_agents_manifest_path))
+        configure(agents)
 
 
 class Stack:

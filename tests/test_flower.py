@@ -11,17 +11,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
 
-from celery_agents import Agent, Settings, configure
-from celery_agents.embedded.worker import WorkerProcess, start_worker
-from celery_agents.testing.plugin import TEST_WORKER_ENV
+from celery_agents import Agent
+from celery_agents.embedded.worker import WorkerProcess
 from celery_agents.testing.scripted_server import ScriptedModelServer
 
 SECRET = "sk-test-NEVER-LEAK-3f9a1c77e2"
@@ -57,22 +54,9 @@ def until(check: Any, timeout: float) -> Any:
 
 
 @pytest.fixture
-def keyed_worker(
-    agents: Settings, agents_redis_url: str, celery_agents_manifest_path: Path
-) -> Iterator[WorkerProcess]:
+def keyed_worker(private_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
     """The only worker with the provider's key, on a queue of its own."""
-    queue = f"keyed-{uuid.uuid4().hex[:8]}"
-    worker = start_worker(
-        agents_redis_url,
-        manifest=celery_agents_manifest_path,
-        extra_env={**TEST_WORKER_ENV, "KEYED_API_KEY": SECRET, "CELERY_AGENTS_QUEUE": queue},
-    )
-    configure(agents.model_copy(update={"queue": queue}))
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        configure(agents)
+    return private_worker(extra_env={"KEYED_API_KEY": SECRET})
 
 
 @pytest.fixture

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 from kombu import Connection
 
-from celery_agents import Agent, RunTimeout, Settings, Team, UserError, configure
-from celery_agents.embedded.worker import start_worker
-from celery_agents.testing.plugin import TEST_WORKER_ENV
+from celery_agents import Agent, RunTimeout, Settings, Team, UserError
+from celery_agents.embedded.worker import WorkerProcess
 from celery_agents.testing.scripted_server import ScriptedModelServer
 from tests.support.brokers import AMQP_URL, rabbitmq_answers
 
@@ -20,39 +17,23 @@ from tests.support.brokers import AMQP_URL, rabbitmq_answers
 @pytest.fixture(params=["redis", "amqp"])
 def busy_worker(
     request: pytest.FixtureRequest,
-    agents: Settings,
     agents_redis_url: str,
-    celery_agents_manifest_path: Path,
-) -> Iterator[Settings]:
+    private_worker: Callable[..., WorkerProcess],
+) -> Iterator[None]:
     """A worker of 4 threads on a queue of its own, on either broker."""
     if request.param == "amqp" and not rabbitmq_answers():
         pytest.skip("no RabbitMQ on 127.0.0.1:5672")
     broker = AMQP_URL if request.param == "amqp" else agents_redis_url
-    queue = f"prio-{uuid.uuid4().hex[:8]}"
-    worker = start_worker(
-        agents_redis_url,
-        manifest=celery_agents_manifest_path,
-        concurrency=4,
-        extra_env={
-            **TEST_WORKER_ENV,
-            "CELERY_AGENTS_QUEUE": queue,
-            "CELERY_AGENTS_BROKER_URL": broker,
-        },
-    )
-    settings = agents.model_copy(update={"queue": queue, "broker_url": broker})
-    configure(settings)
-    try:
-        yield settings
-    finally:
-        worker.stop()
-        configure(agents)
-        if request.param == "amqp":
-            with Connection(AMQP_URL) as connection:
-                connection.default_channel.queue_delete(queue)
+    worker = private_worker(concurrency=4, broker=broker)
+    yield
+    if request.param == "amqp":
+        worker.kill()
+        with Connection(AMQP_URL) as connection:
+            connection.default_channel.queue_delete(worker.env["CELERY_AGENTS_QUEUE"])
 
 
 async def test_an_urgent_run_overtakes_200_bulk_runs(
-    scripted_model: ScriptedModelServer, busy_worker: Settings
+    scripted_model: ScriptedModelServer, busy_worker: None
 ) -> None:
     scripted_model.latency = 0.02
     bulk_agent, urgent_agent = Agent("bulk", "scripted:m"), Agent("urgent", "scripted:m")

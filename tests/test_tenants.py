@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from celery_agents import Agent, BudgetExceeded, RunHandle, Settings, UserError, configure
+from celery_agents import Agent, BudgetExceeded, RunHandle, UserError
 from celery_agents.config.manifest import AgentSpec
-from celery_agents.embedded.worker import start_worker
+from celery_agents.embedded.worker import WorkerProcess
 from celery_agents.facade.client import get_client
 from celery_agents.tasks.payload import RunPayload
-from celery_agents.testing.plugin import TEST_WORKER_ENV
 from celery_agents.testing.scripted_server import Reply, ScriptedModelServer
 
 pytestmark = pytest.mark.usefixtures("agents")
@@ -71,23 +69,9 @@ async def test_a_tenant_cap_holds_while_other_tenants_proceed(
 
 
 @pytest.fixture
-def four_threads(
-    agents: Settings, agents_redis_url: str, celery_agents_manifest_path: Path
-) -> Iterator[None]:
+def four_threads(private_worker: Callable[..., WorkerProcess]) -> None:
     """A worker of 4 threads, on a queue of its own."""
-    queue = f"tenants-{uuid.uuid4().hex[:8]}"
-    worker = start_worker(
-        agents_redis_url,
-        manifest=celery_agents_manifest_path,
-        concurrency=4,
-        extra_env={**TEST_WORKER_ENV, "CELERY_AGENTS_QUEUE": queue},
-    )
-    configure(agents.model_copy(update={"queue": queue}))
-    try:
-        yield
-    finally:
-        worker.stop()
-        configure(agents)
+    private_worker(concurrency=4)
 
 
 @pytest.mark.usefixtures("four_threads")
