@@ -10,25 +10,18 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from figures import percentile
 
-from celery_agents import Agent, Settings, configure  # noqa: E402
-from celery_agents.embedded.redis_server import start_redis_server  # noqa: E402
-from celery_agents.embedded.worker import start_beat, start_worker  # noqa: E402
+from celery_agents import Agent, Settings, configure
+from celery_agents.embedded.redis_server import start_redis_server
+from celery_agents.embedded.worker import start_beat, start_worker
+from celery_agents.facade.client import shutdown
 
 RUNS = int(os.environ.get("BENCH_BACKGROUND_RUNS", "10"))
 ENTRIES = int(os.environ.get("BENCH_BACKGROUND_ENTRIES", "5"))
 INTERVAL = 1.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def one_entry(index: int) -> tuple[float, list[float]]:
@@ -68,6 +61,7 @@ def main() -> None:
 
         asyncio.run(run())
     finally:
+        shutdown()  # let go of Redis before it stops
         beat.stop()
         worker.stop()
         redis.stop()

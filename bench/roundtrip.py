@@ -14,25 +14,24 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from figures import percentile
 
-from celery_agents import Agent, Settings, configure  # noqa: E402
-from celery_agents.embedded.redis_server import start_redis_server  # noqa: E402
-from celery_agents.embedded.worker import start_worker  # noqa: E402
+from celery_agents import Agent, Settings, configure
+from celery_agents.embedded.redis_server import start_redis_server
+from celery_agents.embedded.worker import start_worker
+from celery_agents.facade.client import shutdown
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "10"))
 PER_ROUND = int(os.environ.get("BENCH_PER_ROUND", "50"))
 CONCURRENCY = 8
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def start_bare_worker(redis_url: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "BENCH_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT / "bench")}
+    env = {
+        **os.environ,
+        "BENCH_REDIS_URL": redis_url,
+        "PYTHONPATH": str(Path(__file__).resolve().parent),
+    }
     process = subprocess.Popen(
         [
             sys.executable,
@@ -61,7 +60,6 @@ def main() -> None:
     redis = start_redis_server()
     ours = start_worker(redis.url, concurrency=CONCURRENCY)
     os.environ["BENCH_REDIS_URL"] = redis.url
-    sys.path.insert(0, str(ROOT / "bench"))
     import bare_app
 
     bare = start_bare_worker(redis.url)
@@ -93,6 +91,7 @@ def main() -> None:
             print(f"{'agent.run vs delay().get() ' + name:<34}{o:>10.2f}{b:>10.2f}{o / b:>8.2f}")
         print(f"{'mean ms':<34}{statistics.mean(ours_ms):>10.2f}{statistics.mean(bare_ms):>10.2f}")
     finally:
+        shutdown()  # let go of Redis before it stops
         bare.terminate()
         bare.wait(10)
         ours.stop()

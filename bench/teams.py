@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,13 +17,11 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from celery_agents import Agent, Settings, Team, TeamRun, configure  # noqa: E402
-from celery_agents.embedded.redis_server import start_redis_server  # noqa: E402
-from celery_agents.embedded.worker import start_worker  # noqa: E402
-from celery_agents.testing.scripted_server import ScriptedModelServer  # noqa: E402
+from celery_agents import Agent, Settings, Team, TeamRun, configure
+from celery_agents.embedded.redis_server import start_redis_server
+from celery_agents.embedded.worker import start_worker
+from celery_agents.facade.client import shutdown
+from celery_agents.testing.scripted_server import ScriptedModelServer
 
 ROUNDS = int(os.environ.get("BENCH_TEAM_ROUNDS", "8"))
 LATENCY = 0.3
@@ -88,6 +85,7 @@ def main() -> None:
 
         asyncio.run(run())
     finally:
+        shutdown()  # let go of Redis before it stops
         worker.stop()
         server.stop()
         redis.stop()
