@@ -47,8 +47,12 @@ async def test_schedules_list_pause_and_resume(shared_stack: Stack) -> None:
         shown = cli("schedules", "show", stats.id, env=env).stdout
         assert "state: paused" in shown
         assert cli("schedules", "resume", stats.id, env=env).stdout.strip() == f"{stats.id}: active"
+        removed = cli("schedules", "remove", stats.id, env=env)
+        assert removed.stdout.strip() == f"{stats.id}: cancelled", removed.stderr
+        await stats.ended(timeout=10)  # the entry's own stream says it ended
+        assert not stats.is_running
     finally:
-        await stats.cancel()
+        await stats.cancel()  # no-op once removed
 
 
 def test_a_user_mistake_is_one_line_and_a_non_zero_exit(shared_stack: Stack) -> None:
