@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-amqp lint bench clean
+.PHONY: demo test test-faults test-amqp lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "celery-agents needs Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -22,6 +22,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The fault suite (kill -9, Redis restart, client SIGKILL, flood); prints the fault table and
+# writes it to tests/faults/last_run.md. `make test` leaves tests/faults out (pyproject addopts).
+test-faults: $(STAMP)
+	$(PY) -m pytest tests/faults
 
 # The core tests again with the worker on RabbitMQ, when one answers on 127.0.0.1:5672.
 AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//

@@ -46,6 +46,10 @@ class Keys:
         """Hash of a run's durable record: state, attempt, worker, times."""
         return f"{self.prefix}:run:{run_id}:state"
 
+    def run_lock(self, run_id: str) -> str:
+        """Lease of the one live execution of a run (renewed while it runs)."""
+        return f"{self.prefix}:run:{run_id}:lock"
+
     def run_cancel(self, run_id: str) -> str:
         """Set when a run is cancelled; a worker checks it before starting the run."""
         return f"{self.prefix}:run:{run_id}:cancel"

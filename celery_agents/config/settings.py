@@ -34,12 +34,28 @@ class Settings(BaseSettings):
 
     worker_pool: str = "threads"
     worker_concurrency: int = Field(32, gt=0)
+    visibility_timeout: float = Field(
+        120.0,
+        ge=3,
+        description="seconds after a worker's last heartbeat before a Redis broker hands its "
+        "runs to another worker (live workers keep their runs invisible, however long)",
+    )
 
     model_max_retries: int = Field(4, ge=0)
     model_retry_base_delay: float = Field(0.5, ge=0)
     model_retry_max_delay: float = Field(30.0, ge=0)
     model_request_timeout: float = Field(120.0, gt=0)
     max_tool_turns: int = Field(10, gt=0)
+
+    # Hostile or runaway input: clients refuse it before sending, workers before running.
+    max_prompt_chars: int = Field(
+        200_000, gt=0, description="longest prompt a run may carry, in characters"
+    )
+    max_payload_bytes: int = Field(
+        1_048_576,
+        gt=0,
+        description="largest run message, in bytes of JSON (a Team's routing data excluded)",
+    )
 
     local_base_url: str | None = Field(
         None, description="an already running `local` model server; else workers start one"

@@ -17,9 +17,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 import redis
 from redis.backoff import NoBackoff
@@ -137,26 +139,37 @@ def start_redis_server(
     host: str = "127.0.0.1",
     timeout: float = 10.0,
     binary: str | None = None,
+    password: str | None = None,
+    extra_args: Sequence[str] = (),
 ) -> RedisServer:
     """Start a private ``redis-server`` on ``host:port`` and wait until it answers PING.
 
     ``port=None`` picks a free port (and retries once on a fresh one if another process
-    grabs it first). Raises ``ConfigError`` with the tail of the server log when the server
-    exits early or does not answer within ``timeout`` seconds.
+    grabs it first). ``password`` turns on AUTH (``requirepass``; the URL carries it);
+    ``extra_args`` are more ``redis-server`` options (e.g. ``--tls-port``). Raises
+    ``ConfigError`` with the tail of the server log when the server exits early or does not
+    answer within ``timeout`` seconds.
     """
     exe = binary or find_redis_server_binary()
+    options = _Options(password, tuple(extra_args))
     if port is not None:
-        return _start_once(exe, host, port, timeout)
+        return _start_once(exe, host, port, timeout, options)
     try:
-        return _start_once(exe, host, free_port(host), timeout)
+        return _start_once(exe, host, free_port(host), timeout, options)
     except ConfigError as exc:
         if not exc.details.get("port_taken"):
             raise
     # The port was free when we looked but someone bound it before redis did.
-    return _start_once(exe, host, free_port(host), timeout)
+    return _start_once(exe, host, free_port(host), timeout, options)
 
 
-def _start_once(exe: str, host: str, port: int, timeout: float) -> RedisServer:
+@dataclass(frozen=True)
+class _Options:
+    password: str | None
+    extra_args: tuple[str, ...]
+
+
+def _start_once(exe: str, host: str, port: int, timeout: float, options: _Options) -> RedisServer:
     workdir = Path(tempfile.mkdtemp(prefix="celery-agents-redis-"))
     # Relative --dir/--logfile with cwd=workdir keeps odd characters in TMPDIR out of
     # redis' config parser.
@@ -170,6 +183,9 @@ def _start_once(exe: str, host: str, port: int, timeout: float) -> RedisServer:
         "--dir", ".",
         "--logfile", _LOG_NAME,
     ]  # fmt: skip
+    if options.password is not None:
+        argv += ["--requirepass", options.password]
+    argv += options.extra_args
     # Config errors are printed before the log file is open, so keep stdout/stderr too.
     with (workdir / _OUTPUT_NAME).open("wb") as output:
         try:
@@ -179,8 +195,9 @@ def _start_once(exe: str, host: str, port: int, timeout: float) -> RedisServer:
         except OSError as exc:
             shutil.rmtree(workdir, ignore_errors=True)
             raise ConfigError(f"Could not run {exe}: {exc}", binary=exe) from exc
+    auth = f":{quote(options.password, safe='')}@" if options.password is not None else ""
     server = RedisServer(
-        url=f"redis://{_url_host(host)}:{port}/0",
+        url=f"redis://{auth}{_url_host(host)}:{port}/0",
         host=host,
         port=port,
         process=process,
@@ -220,7 +237,7 @@ def _wait_until_ready(server: RedisServer, timeout: float, exe: str) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ConfigError(
-                f"redis-server did not answer on {server.url} within {timeout:g} s:\n"
+                f"redis-server did not answer at {server.host}:{server.port} in {timeout:g} s:\n"
                 f"{_log_tail(server.workdir)}",
                 binary=exe,
                 port=server.port,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -23,7 +23,8 @@ from ..output import OutputSpec, import_type
 from ..streaming.hub import RunWatch
 from ..tasks.names import RUN_AGENT
 from ..tasks.payload import RunPayload
-from ..tasks.wire import DEFAULT_PRIORITY, Route
+from ..tasks.tree import MAX_NAME
+from ..tasks.wire import DEFAULT_PRIORITY, Limits, Route, RunMessage
 from ..tenants import check_budget
 from ..tools import REGISTRY
 from ..validation import field_errors
@@ -37,6 +38,8 @@ from .typed import typed
 
 if TYPE_CHECKING:
     from .team import Member, Team, TeamRun
+
+P = TypeVar("P", bound=RunMessage)
 
 
 class Agent(BackgroundMixin):
@@ -74,6 +77,8 @@ class Agent(BackgroundMixin):
             raise UserError(f"agent {name!r}: {exc}", agent=name) from None
         if not name:
             raise UserError("an agent needs a non-empty name")
+        if len(name) > MAX_NAME:
+            raise UserError(f"an agent name has at most {MAX_NAME} characters, got {len(name)}")
         self.conversation_id = conversation_id or uuid.uuid4().hex
 
     @classmethod
@@ -345,15 +350,17 @@ class Agent(BackgroundMixin):
         route: Route | None = None,
         tenant: str | None = None,
     ) -> RunPayload:
-        return RunPayload(
-            route=route or Route(),
-            tenant=tenant,
-            run_id=uuid.uuid4().hex,
-            agent=spec or self.resolved_spec(model),
-            prompt=prompt,
-            conversation_id=conversation_id or self.conversation_id,
-            store_history=store_history,
-            timeout=run_timeout(timeout),
+        return within_limits(
+            RunPayload(
+                route=route or Route(),
+                tenant=tenant,
+                run_id=uuid.uuid4().hex,
+                agent=spec or self.resolved_spec(model),
+                prompt=prompt,
+                conversation_id=conversation_id or self.conversation_id,
+                store_history=store_history,
+                timeout=run_timeout(timeout),
+            )
         )
 
 
@@ -433,6 +440,13 @@ def output_class_of(output_type: Any) -> type[BaseModel] | None:
     if isinstance(output_type, type) and issubclass(output_type, BaseModel):
         return output_type
     raise UserError(f"output_type must be a pydantic model class, got {output_type!r}")
+
+
+def within_limits(payload: P) -> P:
+    """``payload``, refused (``InvalidPayloadError``) before sending if it is over the
+    configured prompt or message size limits; every run the facade starts passes here."""
+    payload.check_limits(Limits.of(get_client().settings))
+    return payload
 
 
 def run_timeout(timeout: float | None) -> float:

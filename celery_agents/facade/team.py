@@ -22,14 +22,15 @@ from ..jobs import Job
 from ..messages import AgentResponse, ChatMessage, Talk
 from ..streaming.hub import RunWatch
 from ..tasks.names import RUN_TEAM
-from ..tasks.tree import AgentNode, ChainNode, TeamNode, TreePayload
-from ..tasks.wire import DEFAULT_PRIORITY
+from ..tasks.tree import MAX_NAME, AgentNode, ChainNode, TeamNode, TreePayload
+from ..tasks.wire import DEFAULT_PRIORITY, Route
 from ..tenants import check_budget
-from .agent import Agent, check_tools, join_prompts, route_of, run_timeout
+from .agent import Agent, check_tools, join_prompts, route_of, run_timeout, within_limits
 from .background import BackgroundMixin, BackgroundStats
 from .bridge import iterate_on_io, on_io, run_sync
 from .client import get_client
 from .follow import WAIT_GRACE, follow, wait_message
+from .handle import RunHandle
 from .stream import RunStream
 from .typed import typed
 
@@ -59,6 +60,11 @@ class _Group(BackgroundMixin):
                 )
         self._anonymous = name is None and shared_prompt is None
         self.name = name or self.separator.join(m.name for m in self.members)
+        if len(self.name) > MAX_NAME:
+            raise UserError(
+                f"a {type(self).__name__} name has at most {MAX_NAME} characters, got "
+                f"{len(self.name)}: give it a shorter name="
+            )
         self.shared_prompt = shared_prompt
 
     @classmethod
@@ -130,22 +136,29 @@ class _Group(BackgroundMixin):
         model: str | None,
         timeout: float | None,
         tenant: str | None = None,
+        route: Route | None = None,
     ) -> TreePayload:
-        return TreePayload(
-            run_id=uuid.uuid4().hex,
-            node=self.to_node(model),
-            prompt=join_prompts(prompts),
-            store_history=store_history,
-            timeout=run_timeout(timeout),
-            tenant=tenant,
+        return within_limits(
+            TreePayload(
+                run_id=uuid.uuid4().hex,
+                node=self.to_node(model),
+                prompt=join_prompts(prompts),
+                store_history=store_history,
+                timeout=run_timeout(timeout),
+                tenant=tenant,
+                route=route or Route(),
+            )
         )
 
-    async def _start(self, tree: TreePayload) -> RunWatch:
+    async def _admit(self, tree: TreePayload) -> None:
         client = get_client()
         await check_tools(client, self.name, _tools_in(tree.node))
         if tree.tenant is not None:  # over budget: refused here, before anything is queued
             await check_budget(client.redis, client.keys, client.manifest, tree.tenant)
-        return await client.start(tree)
+
+    async def _start(self, tree: TreePayload) -> RunWatch:
+        await self._admit(tree)
+        return await get_client().start(tree)
 
     async def run_job(
         self,
@@ -159,12 +172,14 @@ class _Group(BackgroundMixin):
     ) -> ChatMessage:
         """Run ``job``: a Team's content is each member's validated answer; a TeamRun's job
         prompt enters its first stage and its last stage answers with the job's type."""
-        tree = TreePayload(
-            run_id=uuid.uuid4().hex,
-            node=self.to_node(model, job, include_agent_tools=include_agent_tools),
-            prompt=job.render(values),
-            store_history=store_history,
-            timeout=run_timeout(timeout),
+        tree = within_limits(
+            TreePayload(
+                run_id=uuid.uuid4().hex,
+                node=self.to_node(model, job, include_agent_tools=include_agent_tools),
+                prompt=job.render(values),
+                store_history=store_history,
+                timeout=run_timeout(timeout),
+            )
         )
 
         async def go() -> ChatMessage:
@@ -183,13 +198,35 @@ class _Group(BackgroundMixin):
         priority: int = DEFAULT_PRIORITY,
     ) -> ChatMessage:
         """Run the whole tree on the workers; returns its one message."""
-        tree = self._tree(prompts, store_history, model, timeout, tenant)
-        tree = tree.model_copy(update={"route": route_of(queue, priority)})
+        tree = self._tree(prompts, store_history, model, timeout, tenant, route_of(queue, priority))
 
         async def go() -> ChatMessage:
             return await wait_message(await self._start(tree), tree.timeout + WAIT_GRACE)
 
         return await on_io(go())
+
+    async def submit(
+        self,
+        *prompts: str,
+        store_history: bool = True,
+        model: str | None = None,
+        timeout: float | None = None,
+        tenant: str | None = None,
+        queue: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
+    ) -> RunHandle:
+        """Queue the whole tree and return at once with its ``RunHandle``; the handle's
+        ``cancel()`` stops every member (waiting or running) and ends the tree cancelled."""
+        tree = self._tree(prompts, store_history, model, timeout, tenant, route_of(queue, priority))
+
+        async def go() -> None:
+            await self._admit(tree)
+            client = get_client()
+            await client.mark_queued(tree.run_id)
+            client.send(tree)
+
+        await on_io(go())
+        return RunHandle(tree.run_id, timeout=tree.timeout)
 
     def run_sync(
         self,

@@ -40,6 +40,9 @@ class RetryPolicy:
         return min(backoff * (0.75 + random.random() / 2), self.max_delay)
 
 
+_MIN_SECRET = 8  # shorter "keys" (placeholders like "none") are not worth hiding
+
+
 class OpenAIModel:
     """A model behind an ``AsyncOpenAI`` client (shared per provider on a worker)."""
 
@@ -88,7 +91,8 @@ class OpenAIModel:
                 delay = self._retry.delay(attempt, None)
             except (openai.OpenAIError, json.JSONDecodeError, ValueError, KeyError) as exc:
                 raise ModelError(
-                    f"{self._ref}: malformed response from the model server: {exc}",
+                    f"{self._ref}: malformed response from the model server: "
+                    f"{self._redacted(str(exc))}",
                     provider=self._ref.partition(":")[0],
                     model=self._ref,
                 ) from None
@@ -115,11 +119,18 @@ class OpenAIModel:
                     yield delta
         yield acc.response(self._model_name)
 
+    def _redacted(self, text: str) -> str:
+        """``text`` without the provider's key (some servers echo it in their errors)."""
+        key = getattr(self._client, "api_key", None)
+        if isinstance(key, str) and len(key) >= _MIN_SECRET and key in text:
+            return text.replace(key, "<redacted>")
+        return text
+
     def _error(
         self, exc: openai.OpenAIError, attempt: int, *, status: int | None = None
     ) -> ModelError:
         what = f"HTTP {status}" if status is not None else type(exc).__name__
-        detail = _provider_message(exc)
+        detail = self._redacted(_provider_message(exc))
         tries = f" after {attempt + 1} attempts" if attempt else ""
         return ModelError(
             f"{self._ref}: model request failed{tries}: {what}: {detail}",

@@ -6,27 +6,26 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from ..config.manifest import AgentSpec
-from .tree import Ancestor, Handoff
-from .wire import Route, WireModel, preview
+from .tree import MAX_LINEAGE, MAX_NODES, Ancestor, BoundedAgent, Handoff, Name
+from .wire import Route, RunMessage, preview
 
 
-class RunPayload(WireModel):
+class RunPayload(RunMessage):
     """One agent run. Holds no secrets: providers' keys are read on the workers."""
 
     version: Literal[1] = 1
     run_id: str = Field(min_length=1, max_length=64)
-    agent: AgentSpec
+    agent: BoundedAgent
     prompt: str = Field(min_length=1)
     conversation_id: str = Field(min_length=1, max_length=128)
     store_history: bool = True
     timeout: float = Field(gt=0)
     # Set when the run is a member of a Team/TeamRun (see tasks/tree.py).
-    lineage: list[Ancestor] = Field(default_factory=list)
-    position: list[int] = Field(default_factory=list)
-    prefixes: list[str] = Field(default_factory=list)
+    lineage: list[Ancestor] = Field(default_factory=list, max_length=MAX_LINEAGE)
+    position: list[int] = Field(default_factory=list, max_length=MAX_LINEAGE)
+    prefixes: list[str] = Field(default_factory=list, max_length=MAX_LINEAGE)
     handoff: Handoff | None = None
-    forwarded_from: list[str] = Field(default_factory=list)
+    forwarded_from: list[Name] = Field(default_factory=list, max_length=MAX_NODES)
     background: str | None = None  # the background entry this run belongs to
     route: Route = Field(default_factory=Route)
     tenant: str | None = Field(None, min_length=1, max_length=128)

@@ -5,25 +5,33 @@ bodies and later chain stages always run.
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Ignore
 
 from ..errors import CeleryAgentsError, InvalidPayloadError, RunError, RunTimeout
 from ..events import RunStarted
+from ..runstate import write_state
 from ..workers.background import finish_background_run
 from ..workers.channel import RunChannel
 from ..workers.executor import execute_run
 from ..workers.groups import collect_team, finish_chain
+from ..workers.leases import AlreadyRan, RunningElsewhere
 from ..workers.runtime import WorkerRuntime, get_runtime
 from .canvas import build_canvas
+from .delivery import AgentTask
 from .names import COLLECT_TEAM, FINISH_CHAIN, RUN_AGENT, RUN_TEAM
 from .payload import RunPayload
 from .records import MemberRecord
 from .tree import GroupPayload, TreePayload
 
 TENANT_RETRY = 0.2  # seconds (plus jitter) before a run at its tenant's cap is tried again
+LEASE_SLACK = 0.5  # seconds past another execution's lease before a held run is tried again
+
+log = logging.getLogger(__name__)
 
 
 class TenantAtCap(Exception):
@@ -33,14 +41,20 @@ class TenantAtCap(Exception):
 def register_tasks(app: Celery) -> None:
     """Register every task on the worker's app."""
 
-    @app.task(name=RUN_AGENT, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
-    def run_agent(self: Task, previous: Any = None, *, payload: Any) -> dict[str, Any]:
+    @app.task(name=RUN_AGENT, bind=True, base=AgentTask, max_retries=None)  # type: ignore[untyped-decorator]
+    def run_agent(
+        self: Task, previous: Any = None, *args: Any, payload: Any = None, **kwargs: Any
+    ) -> dict[str, Any]:
         runtime = get_runtime()
-        redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+        _refuse_extras(runtime, self.request.id, args, kwargs)
         try:
-            return runtime.loop.run(
-                _run_agent(runtime, payload, previous, self.request.id, 2 if redelivered else 1)
-            )
+            return runtime.loop.run(_run_agent(runtime, payload, previous, self.request.id))
+        except AlreadyRan as done:  # a redelivery of a run that ended: drop it (acked)
+            log.info("%s", done)
+            raise Ignore() from None
+        except RunningElsewhere as held:  # come back once the other execution's lease lapsed
+            log.info("%s", held)
+            raise self.retry(countdown=held.retry_in + LEASE_SLACK) from None
         except TenantAtCap as busy:
             # Back to the broker (behind what queued meanwhile), not waiting on a thread that
             # another tenant's run could use; for as long as the run may take, then it ends.
@@ -55,9 +69,10 @@ def register_tasks(app: Celery) -> None:
                 raise error from None
             raise self.retry(countdown=TENANT_RETRY * (1 + random.random())) from None
 
-    @app.task(name=RUN_TEAM, bind=True)  # type: ignore[untyped-decorator]
-    def run_team(self: Task, *, payload: Any) -> dict[str, Any]:
+    @app.task(name=RUN_TEAM, bind=True, base=AgentTask)  # type: ignore[untyped-decorator]
+    def run_team(self: Task, *args: Any, payload: Any = None, **kwargs: Any) -> dict[str, Any]:
         runtime = get_runtime()
+        _refuse_extras(runtime, self.request.id, args, kwargs)
         tree = runtime.loop.run(_parse(runtime, TreePayload, payload, self.request.id))
         runtime.loop.run(_started(runtime, tree))
         runtime.loop.run(_remember_tree(runtime, tree))
@@ -69,24 +84,30 @@ def register_tasks(app: Celery) -> None:
             raise error from None
         return {"run_id": tree.run_id, "status": "started"}
 
-    @app.task(name=COLLECT_TEAM, bind=True)  # type: ignore[untyped-decorator]
-    def collect_team_task(self: Task, results: Any, *, payload: Any) -> dict[str, Any]:
+    @app.task(name=COLLECT_TEAM, bind=True, base=AgentTask)  # type: ignore[untyped-decorator]
+    def collect_team_task(
+        self: Task, results: Any = None, *args: Any, payload: Any = None, **kwargs: Any
+    ) -> dict[str, Any]:
         runtime = get_runtime()
+        _refuse_extras(runtime, self.request.id, args, kwargs)
         group = runtime.loop.run(_parse(runtime, GroupPayload, payload, self.request.id))
         records = [MemberRecord.parse(r) for r in results or []]
         record = runtime.loop.run(collect_team(runtime, group, records))
         return _settle(runtime, group, record)
 
-    @app.task(name=FINISH_CHAIN, bind=True)  # type: ignore[untyped-decorator]
-    def finish_chain_task(self: Task, result: Any, *, payload: Any) -> dict[str, Any]:
+    @app.task(name=FINISH_CHAIN, bind=True, base=AgentTask)  # type: ignore[untyped-decorator]
+    def finish_chain_task(
+        self: Task, result: Any = None, *args: Any, payload: Any = None, **kwargs: Any
+    ) -> dict[str, Any]:
         runtime = get_runtime()
+        _refuse_extras(runtime, self.request.id, args, kwargs)
         group = runtime.loop.run(_parse(runtime, GroupPayload, payload, self.request.id))
         record = MemberRecord.parse(result, name=group.name)
         return _settle(runtime, group, runtime.loop.run(finish_chain(runtime, group, record)))
 
 
 async def _run_agent(
-    runtime: WorkerRuntime, raw: Any, previous: Any, task_id: str, attempt: int
+    runtime: WorkerRuntime, raw: Any, previous: Any, task_id: str
 ) -> dict[str, Any]:
     payload = await _parse(runtime, RunPayload, raw, task_id)
     if payload.run_id != task_id:
@@ -100,20 +121,20 @@ async def _run_agent(
     if pool is not None and lease is None:
         raise TenantAtCap(payload.tenant or "")
     try:
-        return await _run_admitted(runtime, payload, previous, attempt)
+        return await _run_admitted(runtime, payload, previous)
     finally:
         if pool is not None and lease is not None:
             await pool.release(lease)
 
 
 async def _run_admitted(
-    runtime: WorkerRuntime, payload: RunPayload, previous: Any, attempt: int
+    runtime: WorkerRuntime, payload: RunPayload, previous: Any
 ) -> dict[str, Any]:
     record = MemberRecord.parse(previous) if previous is not None else None
     if record is not None and record.status != "ok":
         return record.skipped().dump()  # an earlier stage failed: carry its failure along
     try:
-        message = await execute_run(runtime, payload, previous=record, attempt=attempt)
+        message = await execute_run(runtime, payload, previous=record)
     except CeleryAgentsError as exc:
         if payload.background:
             await finish_background_run(runtime, payload.background, payload.run_id, None, exc)
@@ -139,6 +160,19 @@ async def _run_admitted(
     ).dump()
 
 
+def _refuse_extras(
+    runtime: WorkerRuntime, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """A crafted message with arguments our tasks do not take is refused on the run's stream
+    (Celery alone would fail with a ``TypeError`` nobody waiting would hear of)."""
+    if not args and not kwargs:
+        return
+    what = ", ".join([*(f"argument {i + 2}" for i in range(len(args))), *map(repr, kwargs)])
+    error = InvalidPayloadError(f"invalid task message: unexpected {what}", run_id=task_id)
+    runtime.loop.run(_channel(runtime, task_id, "?").failed(error))
+    raise error
+
+
 async def _parse(runtime: WorkerRuntime, model: Any, raw: Any, task_id: str) -> Any:
     """Validate a payload; a bad one ends its run's stream with ``InvalidPayloadError``."""
     try:
@@ -149,6 +183,16 @@ async def _parse(runtime: WorkerRuntime, model: Any, raw: Any, task_id: str) -> 
 
 
 async def _started(runtime: WorkerRuntime, tree: TreePayload) -> None:
+    async with runtime.redis.pipeline(transaction=False) as pipe:
+        write_state(
+            pipe,
+            runtime.keys,
+            tree.run_id,
+            "running",
+            runtime.settings.result_ttl,
+            worker=runtime.hostname,
+        )
+        await pipe.execute()
     await _channel(runtime, tree.run_id, tree.node.name).emit(
         RunStarted(
             run_id=tree.run_id, agent=tree.node.name, model=tree.node.kind, worker=runtime.hostname

@@ -4,13 +4,29 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ..config.manifest import AgentSpec
-from .wire import Route, WireModel, preview
+from .wire import Route, RunMessage, WireModel, preview
 
 MAX_DEPTH = 8
 MAX_NODES = 256
+# Teams and TeamRuns above a run: the tree's depth, plus the background entry above it.
+MAX_LINEAGE = MAX_DEPTH + 1
+# Names travel in every member's routing (``ROUTING_FIELDS``), so they are bounded; generous
+# enough for an operator-made name like ``a&b&c...`` of many members.
+MAX_NAME = 4096
+
+Name = Annotated[str, Field(max_length=MAX_NAME)]
+
+
+def _bounded_agent_name(agent: AgentSpec) -> AgentSpec:
+    if len(agent.name) > MAX_NAME:
+        raise ValueError(f"an agent name has at most {MAX_NAME} characters")
+    return agent
+
+
+BoundedAgent = Annotated[AgentSpec, AfterValidator(_bounded_agent_name)]
 
 
 class _Strict(BaseModel):
@@ -19,7 +35,7 @@ class _Strict(BaseModel):
 
 class AgentNode(_Strict):
     kind: Literal["agent"] = "agent"
-    agent: AgentSpec
+    agent: BoundedAgent
     conversation_id: str = Field(min_length=1, max_length=128)
 
     @property
@@ -31,7 +47,7 @@ class TeamNode(_Strict):
     """Members run in parallel (a chord)."""
 
     kind: Literal["team"] = "team"
-    name: str = Field(min_length=1)
+    name: Name = Field(min_length=1)
     shared_prompt: str | None = None
     members: list[Node] = Field(min_length=1)
 
@@ -40,7 +56,7 @@ class ChainNode(_Strict):
     """Stages run in order, each on the previous one's output (a chain)."""
 
     kind: Literal["chain"] = "chain"
-    name: str = Field(min_length=1)
+    name: Name = Field(min_length=1)
     shared_prompt: str | None = None
     members: list[Node] = Field(min_length=1)
 
@@ -49,7 +65,7 @@ Node = Annotated[AgentNode | TeamNode | ChainNode, Field(discriminator="kind")]
 GroupNode = Annotated[TeamNode | ChainNode, Field(discriminator="kind")]
 
 
-class TreePayload(WireModel):
+class TreePayload(RunMessage):
     """One Team or TeamRun run."""
 
     version: Literal[1] = 1
@@ -59,8 +75,8 @@ class TreePayload(WireModel):
     store_history: bool = True
     timeout: float = Field(gt=0)
     # Set by the beat for a run of a background entry (the entry is the root's ancestor).
-    lineage: list[Ancestor] = Field(default_factory=list)
-    position: list[int] = Field(default_factory=list)
+    lineage: list[Ancestor] = Field(default_factory=list, max_length=MAX_LINEAGE)
+    position: list[int] = Field(default_factory=list, max_length=MAX_LINEAGE)
     background: str | None = None
     route: Route = Field(default_factory=Route)
     tenant: str | None = Field(None, min_length=1, max_length=128)
@@ -96,8 +112,8 @@ class TreePayload(WireModel):
 class Ancestor(_Strict):
     """A Team/TeamRun above a run: its events are published there too."""
 
-    run_id: str
-    name: str
+    run_id: Name  # a run's id, or a background entry's (a manifest schedule's: named after it)
+    name: Name
     # A background entry above its runs wants their results, not every token.
     results_only: bool = False
 
@@ -106,7 +122,7 @@ class Handoff(_Strict):
     """Set on the first run of a TeamRun stage: it announces the hand-off (a ``talk``)."""
 
     chain: Ancestor
-    target: str
+    target: Name
 
 
 class GroupPayload(WireModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import task_received, worker_process_init, worker_ready, worker_shutdown
 
 from ..config.settings import Settings
 from ..tasks.app import create_app
@@ -21,6 +21,7 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
     settings = settings or Settings()
     app = create_app(settings)
     register_tasks(app)
+    app.conf.worker_consumer = "celery_agents.workers.consumer:AgentConsumer"
     app.conf.celery_agents_settings = settings
     return app
 
@@ -30,6 +31,14 @@ def _on_ready(sender: Any = None, **_: Any) -> None:
     runtime = get_runtime(app.conf.celery_agents_settings)
     concurrency = getattr(getattr(sender, "controller", None), "concurrency", None)
     runtime.start_heartbeat(sender.hostname, int(concurrency or app.conf.worker_concurrency))
+
+
+@task_received.connect  # type: ignore[untyped-decorator]
+def _on_received(request: Any = None, **_: Any) -> None:
+    """Held messages stay invisible to other workers while this one lives (leases.py)."""
+    tag = getattr(getattr(request, "message", None), "delivery_tag", None)
+    if tag is not None:
+        get_runtime(app.conf.celery_agents_settings).leases.track_delivery(str(tag))
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]

@@ -18,7 +18,7 @@ from ..errors import CeleryAgentsError, RunCancelled, RunError, RunTimeout, Unkn
 from ..events import RunStarted, TalkEvent, TextDelta, ToolCallEvent, ToolResultEvent
 from ..llm.agent_loop import run_agent_loop
 from ..messages import ChatMessage, Participant, ToolCallInfo, Usage
-from ..runstate import final_state, write_state
+from ..runstate import final_state
 from ..tasks.names import RUN_AGENT
 from ..tasks.payload import RunPayload
 from ..tasks.records import MemberRecord
@@ -26,6 +26,7 @@ from ..tenants import check_budget, spend
 from ..tools import Tool
 from .accounting import record_run
 from .channel import RunChannel, add_usage
+from .leases import AlreadyRan, Claim, RunningElsewhere
 from .pricing import cost_of
 from .runtime import WorkerRuntime
 
@@ -79,14 +80,43 @@ async def execute_run(
     payload: RunPayload,
     *,
     previous: MemberRecord | None = None,
-    attempt: int = 1,
 ) -> ChatMessage:
     """Run ``payload`` (on ``previous``'s output inside a TeamRun); returns the assistant
-    message or raises the run's error, both published."""
-    run_id, agent = payload.run_id, payload.agent
+    message or raises the run's error, both published.
+
+    Raises ``AlreadyRan`` / ``RunningElsewhere`` (publishing nothing) for a delivery of a run
+    that already ended or that another live execution holds."""
+    run_id = payload.run_id
     channel = run_channel(runtime, payload)
     started = time.monotonic()
-    if payload.handoff is not None and previous is not None:
+    ancestors = tuple(a.run_id for a in payload.lineage)
+    claim = await runtime.leases.claim(run_id, ancestors)
+    if claim.verdict == "done":
+        raise AlreadyRan(run_id, claim.state)
+    if claim.verdict == "busy":
+        raise RunningElsewhere(run_id, claim.retry_in)
+    task = asyncio.current_task()
+    if task is not None:  # no await since the claim: a cancel from now on reaches the run
+        runtime.inflight[run_id] = (task, ancestors)
+    try:
+        return await _execute_claimed(runtime, payload, channel, previous, started, claim)
+    finally:
+        runtime.inflight.pop(run_id, None)
+        runtime.cancelled.discard(run_id)
+        runtime.leases.release(run_id)
+
+
+async def _execute_claimed(
+    runtime: WorkerRuntime,
+    payload: RunPayload,
+    channel: RunChannel,
+    previous: MemberRecord | None,
+    started: float,
+    claim: Claim,
+) -> ChatMessage:
+    run_id, agent = payload.run_id, payload.agent
+    task = asyncio.current_task()
+    if payload.handoff is not None and previous is not None and claim.attempt == 1:
         chain = payload.handoff.chain
         await channel.ancestor(chain.run_id).emit(
             TalkEvent(
@@ -100,16 +130,19 @@ async def execute_run(
             run_id=run_id,
             agent=agent.name,
             model=agent.model,
-            attempt=attempt,
+            attempt=claim.attempt,
             worker=runtime.hostname,
         )
     )
-    log.info("run start run_id=%s agent=%s model=%s", run_id, agent.name, agent.model)
-    task = asyncio.current_task()
-    if task is not None:
-        runtime.inflight[run_id] = task
+    log.info(
+        "run start run_id=%s agent=%s model=%s attempt=%d",
+        run_id,
+        agent.name,
+        agent.model,
+        claim.attempt,
+    )
     try:
-        if await _start_record(runtime, run_id, attempt):
+        if claim.cancelled or runtime.was_cancelled(run_id, runtime.inflight_ancestors(run_id)):
             raise RunCancelled(f"run {run_id} was cancelled before it started", run_id=run_id)
         async with asyncio.timeout(payload.timeout):
             if payload.tenant is not None:  # before any model call
@@ -147,7 +180,7 @@ async def execute_run(
             message.cost,
             ttl=runtime.settings.result_ttl,
         )
-        await channel.done(message)
+        # The record first: whoever sees the result event reads the final state.
         await record_run(
             runtime.redis,
             runtime.keys,
@@ -157,17 +190,14 @@ async def execute_run(
             ok=True,
             state=(run_id, "succeeded", runtime.settings.result_ttl),
         )
+        await channel.done(message)
         _log_end(payload, started, "succeeded", message.usage)
         return message
-    finally:
-        runtime.inflight.pop(run_id, None)
-        runtime.cancelled.discard(run_id)
     if not payload.lineage and worth_keeping(error):
         # Kept before the failure is published: whoever sees it can find the dead letter.
         await keep(
             runtime.redis, runtime.keys, run_id, RUN_AGENT, payload.model_dump(mode="json"), error
         )
-    await channel.failed(error)
     await record_run(
         runtime.redis,
         runtime.keys,
@@ -177,6 +207,7 @@ async def execute_run(
         ok=False,
         state=(run_id, final_state(error), runtime.settings.result_ttl),
     )
+    await channel.failed(error)
     _log_end(payload, started, f"failed error={type(error).__name__}", None)
     raise error
 
@@ -227,23 +258,6 @@ async def _run(
     if payload.store_history:
         await runtime.history.append(payload.conversation_id, payload.run_id, [user, message])
     return message
-
-
-async def _start_record(runtime: WorkerRuntime, run_id: str, attempt: int) -> bool:
-    """Record the run as running (one round trip with the cancel check); True if cancelled."""
-    async with runtime.redis.pipeline(transaction=False) as pipe:
-        pipe.exists(runtime.keys.run_cancel(run_id))
-        write_state(
-            pipe,
-            runtime.keys,
-            run_id,
-            "running",
-            runtime.settings.result_ttl,
-            attempt=attempt,
-            worker=runtime.hostname,
-        )
-        cancelled, *_ = await pipe.execute()
-    return bool(cancelled)
 
 
 def _registered_tools(runtime: WorkerRuntime, payload: RunPayload) -> dict[str, Tool]:

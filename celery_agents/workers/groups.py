@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 
 from ..deadletters import keep, worth_keeping
-from ..errors import CeleryAgentsError, StageError, TeamRunError
+from ..errors import CeleryAgentsError, RunCancelled, StageError, TeamRunError
 from ..messages import ChatMessage
+from ..runstate import final_state, write_state
 from ..tasks.names import RUN_TEAM
 from ..tasks.records import MemberRecord
 from ..tasks.tree import GroupPayload
@@ -38,6 +39,8 @@ async def collect_team(
     if records and all(r.status == "skipped" for r in records):
         return records[0]  # an earlier stage failed: nothing ran here
     channel = _channel(runtime, group)
+    if any(r.status != "ok" for r in records) and await _cancelled(runtime, group):
+        return await _end_cancelled(runtime, group, channel)
     ok = [r for r in records if r.status == "ok" and r.message is not None]
     errors = _errors_by_member(records)
     if not ok:
@@ -60,6 +63,7 @@ async def collect_team(
         associated_messages=messages,
         metadata={"errors": errors, "members": [r.name for r in ok]},
     )
+    await _record_state(runtime, group, None)
     await channel.done(message)
     return _record(group, status="ok", message=message)
 
@@ -70,9 +74,12 @@ async def finish_chain(
     """The TeamRun's result: its last stage's message with the chain's usage and cost, or a
     ``StageError`` naming the stage that failed."""
     channel = _channel(runtime, group)
+    if record.status != "ok" and await _cancelled(runtime, group):
+        return await _end_cancelled(runtime, group, channel)
     if record.status == "ok" and record.message is not None:
         usage, cost = await read_usage(runtime.redis, runtime.keys, group.run_id)
         message = record.message.model_copy(update={"usage": usage, "cost": cost})
+        await _record_state(runtime, group, None)
         await channel.done(message)
         return _record(group, status="ok", message=message)
     if record.status == "skipped" and not record.failed_inside(group.position):
@@ -85,6 +92,33 @@ async def finish_chain(
         cause=cause.to_json(),
     )
     await _fail(runtime, group, channel, error)
+    return _record(group, status="failed", error=error.to_json())
+
+
+async def _record_state(
+    runtime: WorkerRuntime, group: GroupPayload, error: CeleryAgentsError | None
+) -> None:
+    """The group's durable record says how it ended (before its end is published)."""
+    async with runtime.redis.pipeline(transaction=False) as pipe:
+        write_state(
+            pipe, runtime.keys, group.run_id, final_state(error), runtime.settings.result_ttl
+        )
+        await pipe.execute()
+
+
+async def _cancelled(runtime: WorkerRuntime, group: GroupPayload) -> bool:
+    """Whether the group, or a group it belongs to, was cancelled."""
+    ids = [group.run_id, *(a.run_id for a in group.lineage)]
+    return bool(await runtime.redis.exists(*(runtime.keys.run_cancel(r) for r in ids)))
+
+
+async def _end_cancelled(
+    runtime: WorkerRuntime, group: GroupPayload, channel: RunChannel
+) -> MemberRecord:
+    """A cancelled group ends cancelled (not as a failure of the members it stopped)."""
+    error = RunCancelled(f"{group.name!r} run {group.run_id} was cancelled", run_id=group.run_id)
+    await _record_state(runtime, group, error)
+    await channel.failed(error)
     return _record(group, status="failed", error=error.to_json())
 
 
@@ -108,4 +142,5 @@ async def _fail(
         raw = await runtime.redis.get(runtime.keys.tree_payload(group.run_id))
         if raw is not None:
             await keep(runtime.redis, runtime.keys, group.run_id, RUN_TEAM, json.loads(raw), error)
+    await _record_state(runtime, group, error)
     await channel.failed(error)

@@ -29,12 +29,15 @@ from ..llm.providers import ModelFactory
 from ..redis_pool import async_redis
 from ..streaming.publisher import EventPublisher
 from ..tools import REGISTRY, ToolRegistry
+from .leases import RunLeases
 from .limits import LeasePool, LimitedModel, ProviderLimiter
 from .loop import EventLoopThread
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_TTL = 60
+_RECENT_CANCELS = 1000
+_RECENT_CANCEL_SECONDS = 60.0
 HEARTBEAT_EVERY = 15.0
 
 
@@ -66,10 +69,36 @@ class WorkerRuntime:
         self._tenant_pools: dict[str, LeasePool] = {}
         self.hostname = f"{os.getpid()}@{socket.gethostname()}"
         self._heartbeat: concurrent.futures.Future[None] | None = None
-        # Runs executing in this process, so a ``cancel`` on the control channel reaches them.
-        self.inflight: dict[str, asyncio.Task[Any]] = {}
+        # Runs executing in this process (with their ancestors' run ids), so a ``cancel`` on
+        # the control channel reaches them and the members of a cancelled Team/TeamRun.
+        self.inflight: dict[str, tuple[asyncio.Task[Any], tuple[str, ...]]] = {}
         self.cancelled: set[str] = set()
+        self._recent_cancels: dict[str, float] = {}  # run id -> when its cancel arrived
+        self._broker = self._broker_redis()
+        self.leases = RunLeases(
+            self.redis,
+            self.keys,
+            worker=self.hostname,
+            every=lease_interval(settings.visibility_timeout),
+            record_ttl=settings.result_ttl,
+            broker=self._broker,
+        )
         self._control = asyncio.run_coroutine_threadsafe(self._listen_control(), self.loop.loop)
+        self._renewing = asyncio.run_coroutine_threadsafe(
+            self.leases.renew_forever(), self.loop.loop
+        )
+
+    def _broker_redis(self) -> aioredis.Redis | None:
+        """The broker's Redis, whose unacked index the leases keep fresh (None: not Redis)."""
+        broker = self.settings.broker
+        if not broker.startswith(("redis://", "rediss://")):
+            return None
+        if broker == self.settings.redis_url:
+            return self.redis
+        return async_redis(
+            self.settings.model_copy(update={"redis_url": broker}),
+            client_name="celery-agents-worker-broker",
+        )
 
     async def _listen_control(self) -> None:
         """Follow the control channel: ``cancel <run_id>`` cancels that run if it runs here."""
@@ -91,10 +120,28 @@ class WorkerRuntime:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def cancel_local(self, run_id: str) -> None:
-        task = self.inflight.get(run_id)
-        if task is not None:
-            self.cancelled.add(run_id)
-            task.cancel()
+        """Cancel ``run_id`` if it runs here, and every member of it that runs here."""
+        self._remember_cancel(run_id)
+        for member, (task, ancestors) in list(self.inflight.items()):
+            if member == run_id or run_id in ancestors:
+                self.cancelled.add(member)
+                task.cancel()
+
+    def _remember_cancel(self, run_id: str) -> None:
+        now = time.monotonic()
+        if len(self._recent_cancels) >= _RECENT_CANCELS:
+            cutoff = now - _RECENT_CANCEL_SECONDS
+            self._recent_cancels = {r: t for r, t in self._recent_cancels.items() if t > cutoff}
+        self._recent_cancels[run_id] = now
+
+    def inflight_ancestors(self, run_id: str) -> tuple[str, ...]:
+        entry = self.inflight.get(run_id)
+        return entry[1] if entry is not None else ()
+
+    def was_cancelled(self, run_id: str, ancestors: tuple[str, ...]) -> bool:
+        """A cancel for the run (or a group it belongs to) arrived on the control channel
+        lately: covers a cancel that raced the run's start."""
+        return any(r in self._recent_cancels for r in (run_id, *ancestors))
 
     async def _throttled(self, provider: str, seconds: float) -> None:
         limiter = self.limiters.get(provider)
@@ -135,6 +182,7 @@ class WorkerRuntime:
     def start_heartbeat(self, hostname: str, concurrency: int) -> None:
         """Advertise this worker (and its tools) so clients can check tool names early."""
         self.hostname = hostname
+        self.leases.worker = hostname
         info = {
             "hostname": hostname,
             "pid": os.getpid(),
@@ -157,6 +205,7 @@ class WorkerRuntime:
 
     def close(self) -> None:
         self._control.cancel()
+        self._renewing.cancel()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         try:
@@ -167,6 +216,8 @@ class WorkerRuntime:
     async def _aclose(self) -> None:
         await self.redis.delete(self.keys.worker(self.hostname))
         await self.models.aclose()
+        if self._broker is not None and self._broker is not self.redis:
+            await self._broker.aclose()
         await self.redis.aclose()
 
 
@@ -191,6 +242,12 @@ def close_runtime() -> None:
         if _runtime is not None and _runtime_pid == os.getpid():
             _runtime.close()
         _runtime = None
+
+
+def lease_interval(visibility_timeout: float) -> float:
+    """How often a worker renews its run leases: several times per visibility timeout (so
+    a live worker's messages never become visible), at most every 15 s."""
+    return max(0.5, min(15.0, visibility_timeout / 6))
 
 
 def _text(value: Any) -> str:

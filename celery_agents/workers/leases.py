@@ -1,0 +1,214 @@
+"""Run leases: at most one live execution per run id, and proof of life while it runs.
+
+A worker claims a run before running it (one Lua call): a run already ended is not run again,
+and a run whose lease another live execution holds is not run twice. While the run goes, the
+worker renews its lease and the record's ``heartbeat_at``; on a Redis broker it also keeps the
+run's task message invisible (kombu's ``unacked_index`` score), so a long run is never
+redelivered while its worker lives, and a dead worker's run is redelivered a visibility
+timeout after its last heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+
+from ..keys import Keys
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
+
+# KEYS: record, lock, cancel keys (the run's, then its ancestors'). ARGV: owner, lease ms,
+# now, worker, record ttl.
+_CLAIM = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'succeeded' or state == 'failed' or state == 'cancelled' or state == 'timed_out' then
+  return {'done', state}
+end
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[1] then
+  return {'busy', redis.call('PTTL', KEYS[2])}
+end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'state', 'running', 'running_at', ARGV[3],
+  'heartbeat_at', ARGV[3], 'worker', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+local cancelled = 0
+for i = 3, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then cancelled = 1 end
+end
+return {'run', attempt, cancelled}
+"""
+
+# KEYS: lock, record pairs. ARGV: lease ms, now, owners (one per pair). Returns 1/0 per pair.
+_RENEW = """
+local held = {}
+for i = 3, #ARGV do
+  local lock, record = KEYS[2 * (i - 2) - 1], KEYS[2 * (i - 2)]
+  if redis.call('GET', lock) == ARGV[i] then
+    redis.call('PEXPIRE', lock, ARGV[1])
+    redis.call('HSET', record, 'heartbeat_at', ARGV[2])
+    held[#held + 1] = 1
+  else
+    held[#held + 1] = 0
+  end
+end
+return held
+"""
+
+# KEYS: kombu's unacked index. ARGV: now, delivery tags. Re-stamps the tags still unacked;
+# returns those that are gone (acked).
+_TOUCH = """
+local gone = {}
+for i = 2, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+  else
+    gone[#gone + 1] = ARGV[i]
+  end
+end
+return gone
+"""
+
+
+class AlreadyRan(Exception):
+    """This delivery is of a run that already ended (a redelivery): nothing to do."""
+
+    def __init__(self, run_id: str, state: str) -> None:
+        super().__init__(f"run {run_id} already ended ({state}); this delivery is dropped")
+        self.run_id = run_id
+        self.state = state
+
+
+class RunningElsewhere(Exception):
+    """Another live execution holds the run: try this delivery again once its lease could
+    have lapsed (if that worker died, the run goes on here then)."""
+
+    def __init__(self, run_id: str, retry_in: float) -> None:
+        super().__init__(f"run {run_id} is running elsewhere; trying again in {retry_in:.1f}s")
+        self.run_id = run_id
+        self.retry_in = retry_in
+
+
+@dataclass(frozen=True)
+class Claim:
+    verdict: Literal["run", "done", "busy"]
+    attempt: int = 0
+    cancelled: bool = False
+    retry_in: float = 0.0  # busy: seconds until the other execution's lease runs out
+    state: str = ""  # done: the state the run ended in
+
+
+class RunLeases:
+    """The leases of the runs this worker process executes."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        *,
+        worker: str,
+        every: float,
+        record_ttl: int,
+        broker: aioredis.Redis | None = None,
+        unacked_index: str = "unacked_index",
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self.worker = worker
+        self.every = every
+        self.lease = 3 * every  # renewed every ``every``: survives two missed renewals
+        self._record_ttl = record_ttl
+        self._broker = broker
+        self._unacked_index = unacked_index
+        self._held: dict[str, str] = {}  # run id -> owner token
+        self._tags: set[str] = set()
+        self._tags_lock = threading.Lock()
+        self._claim = redis.register_script(_CLAIM)
+        self._renew = redis.register_script(_RENEW)
+        self._touch = broker.register_script(_TOUCH) if broker is not None else None
+
+    def track_delivery(self, tag: str) -> None:
+        """A task message this process received (any thread): keep it invisible while held."""
+        if self._touch is not None:
+            with self._tags_lock:
+                self._tags.add(tag)
+
+    def forget_delivery(self, tag: str) -> None:
+        """A message whose ack was lost with the broker connection: let it become visible
+        again, so it is redelivered, dropped as done, and acknowledged for good."""
+        with self._tags_lock:
+            self._tags.discard(tag)
+
+    async def claim(self, run_id: str, ancestors: tuple[str, ...] = ()) -> Claim:
+        owner = f"{self.worker}/{uuid.uuid4().hex[:12]}"
+        keys = [
+            self._keys.run_state(run_id),
+            self._keys.run_lock(run_id),
+            *(self._keys.run_cancel(r) for r in (run_id, *ancestors)),
+        ]
+        args: list[str | int | float] = [
+            owner,
+            int(self.lease * 1000),
+            time.time(),
+            self.worker,
+            self._record_ttl,
+        ]
+        verdict, *rest = await self._claim(keys=keys, args=args)
+        verdict = _text(verdict)
+        if verdict == "done":
+            return Claim("done", state=_text(rest[0]))
+        if verdict == "busy":
+            return Claim("busy", retry_in=max(int(rest[0]), 0) / 1000)
+        self._held[run_id] = owner
+        return Claim("run", attempt=int(rest[0]), cancelled=bool(rest[1]))
+
+    def release(self, run_id: str) -> None:
+        """The run ended: stop renewing (the lease lapses; the record says it ended)."""
+        self._held.pop(run_id, None)
+
+    async def renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            try:
+                await self.renew()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away: the next tick tries again
+                log.warning("could not renew run leases: %s", exc)
+
+    async def renew(self) -> None:
+        held = dict(self._held)
+        if held:
+            keys: list[str] = []
+            for run_id in held:
+                keys += [self._keys.run_lock(run_id), self._keys.run_state(run_id)]
+            kept = await self._renew(
+                keys=keys, args=[int(self.lease * 1000), time.time(), *held.values()]
+            )
+            for run_id, ok in zip(held, kept, strict=True):
+                if not ok and self._held.get(run_id) == held[run_id]:
+                    log.warning("lease of run %s was lost (this process stalled?)", run_id)
+        await self._touch_deliveries()
+
+    async def _touch_deliveries(self) -> None:
+        with self._tags_lock:
+            tags = list(self._tags)
+        if self._touch is None or not tags:
+            return
+        gone = await self._touch(keys=[self._unacked_index], args=[time.time(), *tags])
+        with self._tags_lock:
+            self._tags.difference_update(_text(tag) for tag in gone)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

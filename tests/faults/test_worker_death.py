@@ -1,0 +1,118 @@
+"""A worker killed mid-run: its runs are redelivered and complete once on another worker; a
+live worker's long run is never redelivered, however short the visibility timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from celery_agents import Agent
+from celery_agents.embedded.worker import WorkerProcess
+from celery_agents.events import Event, RunDone, RunStarted
+from celery_agents.facade.handle import RunHandle
+from celery_agents.testing.scripted_server import Reply, ScriptedModelServer
+
+pytestmark = pytest.mark.faults
+
+# Short, so the suite waits seconds, not minutes: a dead worker's runs come back ~4 s after
+# its last heartbeat; live workers re-stamp theirs every ~0.7 s.
+FAST_REDELIVERY = {"CELERY_AGENTS_VISIBILITY_TIMEOUT": "4"}
+
+
+async def _events(run_id: str) -> list[Event]:
+    return [event async for event in RunHandle.attach(run_id).events(timeout=30)]
+
+
+async def _outcome(handle: RunHandle, prompt: str) -> dict[str, Any]:
+    message = await handle.result(timeout=60)
+    events = await _events(handle.run_id)
+    status = await handle.status()
+    return {
+        "content": message.content,
+        "prompt": prompt,
+        "starts": [e for e in events if isinstance(e, RunStarted)],
+        "dones": sum(isinstance(e, RunDone) for e in events),
+        "status": status,
+    }
+
+
+async def test_kill_9_mid_run_redelivers_and_completes_once(
+    private_worker: Callable[..., WorkerProcess],
+    scripted_model: ScriptedModelServer,
+    fault_report: Any,
+) -> None:
+    runs = 4
+    doomed = private_worker(concurrency=runs, extra_env=FAST_REDELIVERY)
+    # The doomed worker's calls never answer in time; the survivor's are echoed.
+    scripted_model.script(*[Reply("never", latency=60)] * runs, model="slowkill")
+    agent = Agent("survivor", "scripted:slowkill")
+    conversation = uuid.uuid4().hex
+    prompts = [f"job {i}" for i in range(runs)]
+    handles = [await agent.submit(p, conversation_id=f"{conversation}-{p}") for p in prompts]
+    scripted_model.wait_for_requests(runs, timeout=30)  # all four are mid model call
+
+    private_worker(concurrency=runs, extra_env=FAST_REDELIVERY)
+    doomed.kill()
+    outcomes = await asyncio.gather(
+        *(_outcome(h, p) for h, p in zip(handles, prompts, strict=True)), return_exceptions=True
+    )
+
+    done = [o for o in outcomes if isinstance(o, dict)]
+    fault_report.record(
+        "worker kill -9 mid-run (4 runs in its hands)",
+        injected=1,
+        started=runs,
+        completed=len(done),
+        lost=runs - len(done),
+        duplicated=sum(max(o["dones"] - 1, 0) for o in done),
+    )
+    assert len(done) == runs, [o for o in outcomes if not isinstance(o, dict)]
+    for outcome in done:
+        assert outcome["content"] == outcome["prompt"]  # answered by the survivor's call
+        assert outcome["dones"] == 1
+        assert [s.attempt for s in outcome["starts"]] == [1, 2]
+        assert outcome["starts"][0].worker != outcome["starts"][1].worker
+        assert outcome["status"] == "succeeded"
+    # History was written once per run, by the execution that finished.
+    for prompt in prompts:
+        history = await agent.get_history(f"{conversation}-{prompt}")
+        assert [m.role for m in history] == ["user", "assistant"]
+
+
+def _deliveries(worker: WorkerProcess, task_id: str) -> int:
+    """How often the worker received the task's message (Celery logs each receipt)."""
+    log = worker.log_path.read_text(errors="replace")
+    return sum(1 for line in log.splitlines() if "received" in line and task_id in line)
+
+
+async def test_long_run_is_not_redelivered_while_its_worker_lives(
+    private_worker: Callable[..., WorkerProcess],
+    scripted_model: ScriptedModelServer,
+    fault_report: Any,
+) -> None:
+    workers = [private_worker(concurrency=2, extra_env=FAST_REDELIVERY) for _ in range(2)]
+    # (the idle one sweeps for lost runs all along)
+    # Three visibility timeouts long.
+    scripted_model.script(Reply("slow but sure", latency=12), model="longrun")
+    handle = await Agent("patient", "scripted:longrun").submit("take your time")
+    outcome = await _outcome(handle, "take your time")
+
+    calls = [r for r in scripted_model.requests if r.model == "longrun"]
+    deliveries = sum(_deliveries(w, handle.run_id) for w in workers)
+    fault_report.record(
+        "run 3x longer than the visibility timeout",
+        injected=1,
+        started=1,
+        completed=1 if outcome["dones"] else 0,
+        lost=0 if outcome["dones"] else 1,
+        duplicated=max(deliveries - 1, 0),
+    )
+    assert deliveries == 1  # the broker never handed the message out again
+    assert outcome["content"] == "slow but sure"
+    assert [s.attempt for s in outcome["starts"]] == [1]
+    assert len(calls) == 1
+    assert outcome["status"] == "succeeded"
