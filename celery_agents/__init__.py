@@ -27,6 +27,7 @@ _EXPORTS = {
     "Usage": "messages",
     "Event": "events",
     "Job": "jobs",
+    "RunRecord": "runstate",
     "OutputValidationError": "errors",
     "tool": "tools",
     "BudgetExceeded": "errors",
@@ -61,6 +62,7 @@ __all__ = [
     "RunCancelled",
     "RunError",
     "RunHandle",
+    "RunRecord",
     "RunStream",
     "RunTimeout",
     "Settings",
@@ -127,4 +129,5 @@ if TYPE_CHECKING:
     )
     from .jobs import Job
     from .messages import AgentResponse, ChatMessage, Talk, Usage
+    from .runstate import RunRecord
     from .tools import tool

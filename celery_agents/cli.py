@@ -36,7 +36,13 @@ def main() -> None:
 )
 @click.option("--queues", "-Q", default=None, help="Comma-separated queues to consume.")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
-@click.option("--pool", "-P", default=None, help="Celery pool (default: threads).")
+@click.option(
+    "--pool",
+    "-P",
+    default=None,
+    help="asyncio (single runs on the event loop, the rest on threads; the default), or a "
+    "Celery pool: threads, solo, prefork.",
+)
 @click.option("--hostname", "-n", default=None, help="Worker node name, e.g. worker1@%h.")
 def worker(
     concurrency: int | None,
@@ -46,6 +52,7 @@ def worker(
     hostname: str | None,
 ) -> None:
     """Start a worker that executes agent runs."""
+    from .config.celery_conf import POOLS
     from .workers.app import app
 
     argv = [
@@ -53,11 +60,13 @@ def worker(
         "--loglevel",
         loglevel,
         "--task-events",
-        "--pool",
-        pool or app.conf.worker_pool,
         "--concurrency",
         str(concurrency or app.conf.worker_concurrency),
     ]
+    if pool in POOLS:
+        app.conf.worker_pool = POOLS[pool]  # Celery's --pool takes its own names only
+    elif pool:
+        argv += ["--pool", pool]
     if queues:
         argv += ["--queues", queues]
     if hostname:

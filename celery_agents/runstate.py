@@ -8,7 +8,8 @@ of ``succeeded``, ``failed``, ``cancelled``, ``timed_out``. A run nobody has rec
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
 
 from .errors import CeleryAgentsError, RunCancelled, RunTimeout
 from .keys import Keys
@@ -33,3 +34,38 @@ def write_state(
     key = keys.run_state(run_id)
     pipe.hset(key, mapping={"state": state, f"{state}_at": time.time(), **fields})
     pipe.expire(key, ttl)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the record holds: the state, the attempt that runs or ran, on which worker, and
+    the last heartbeat of that worker for this run (epoch seconds)."""
+
+    run_id: str
+    state: RunStatus = "unknown"
+    attempt: int = 0
+    worker: str | None = None
+    heartbeat_at: float | None = None
+    times: dict[str, float] = field(default_factory=dict)  # "queued" / "running" / ... -> when
+
+    @classmethod
+    def from_hash(cls, run_id: str, raw: dict[Any, Any]) -> RunRecord:
+        data = {_text(k): _text(v) for k, v in raw.items()}
+        if not data:
+            return cls(run_id)
+        return cls(
+            run_id=run_id,
+            state=cast(RunStatus, data.get("state", "unknown")),
+            attempt=int(data.get("attempt", 0)),
+            worker=data.get("worker"),
+            heartbeat_at=float(data["heartbeat_at"]) if "heartbeat_at" in data else None,
+            times={
+                k.removesuffix("_at"): float(v)
+                for k, v in data.items()
+                if k.endswith("_at") and k != "heartbeat_at"
+            },
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -32,7 +32,11 @@ class Settings(BaseSettings):
     history_ttl: int = Field(7 * 86400, gt=0, description="seconds a conversation is kept")
     replay_max_events: int = Field(20_000, gt=0)
 
-    worker_pool: str = "threads"
+    worker_pool: str = Field(
+        "asyncio",
+        description="asyncio: threads, with single runs carried on the event loop (no thread "
+        "each); or any Celery pool (threads, solo, prefork)",
+    )
     worker_concurrency: int = Field(32, gt=0)
     visibility_timeout: float = Field(
         120.0,

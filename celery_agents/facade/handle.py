@@ -7,7 +7,7 @@ from typing import cast
 
 from ..events import Event, RunDone, RunFailed, RunStarted
 from ..messages import ChatMessage
-from ..runstate import RunStatus, final_state
+from ..runstate import RunRecord, RunStatus, final_state
 from ..streaming.replay import read_replay
 from .bridge import iterate_on_io, on_io, run_sync
 from .client import get_client
@@ -59,6 +59,17 @@ class RunHandle:
     async def cancel(self) -> None:
         """Cancel the run: it will not start, or stops at its next await if it runs."""
         await on_io(get_client().cancel_run(self.run_id))
+
+    async def record(self) -> RunRecord:
+        """The run's durable record: state, attempt, worker and that worker's last heartbeat
+        for the run (``state="unknown"`` if nobody recorded it)."""
+        client = get_client()
+
+        async def read() -> RunRecord:
+            raw = await client.redis.hgetall(client.keys.run_state(self.run_id))
+            return RunRecord.from_hash(self.run_id, raw)
+
+        return await on_io(read())
 
     async def status(self) -> RunStatus:
         """The run's recorded state; ``unknown`` for a run nobody recorded (or long expired)."""

@@ -106,6 +106,11 @@ def register_tasks(app: Celery) -> None:
         return _settle(runtime, group, runtime.loop.run(finish_chain(runtime, group, record)))
 
 
+async def run_single(runtime: WorkerRuntime, raw: Any, task_id: str) -> dict[str, Any]:
+    """A single run, as ``AgentPool`` carries it on the loop (no thread, nothing around it)."""
+    return await _run_agent(runtime, raw, None, task_id)
+
+
 async def _run_agent(
     runtime: WorkerRuntime, raw: Any, previous: Any, task_id: str
 ) -> dict[str, Any]:

@@ -31,7 +31,9 @@ async def _outcome(handle: RunHandle, prompt: str) -> dict[str, Any]:
     message = await handle.result(timeout=60)
     events = await _events(handle.run_id)
     status = await handle.status()
+    record = await handle.record()
     return {
+        "record": record,
         "content": message.content,
         "prompt": prompt,
         "starts": [e for e in events if isinstance(e, RunStarted)],
@@ -77,6 +79,8 @@ async def test_kill_9_mid_run_redelivers_and_completes_once(
         assert [s.attempt for s in outcome["starts"]] == [1, 2]
         assert outcome["starts"][0].worker != outcome["starts"][1].worker
         assert outcome["status"] == "succeeded"
+        record = outcome["record"]
+        assert (record.attempt, record.worker) == (2, outcome["starts"][1].worker)
     # History was written once per run, by the execution that finished.
     for prompt in prompts:
         history = await agent.get_history(f"{conversation}-{prompt}")
@@ -116,3 +120,8 @@ async def test_long_run_is_not_redelivered_while_its_worker_lives(
     assert [s.attempt for s in outcome["starts"]] == [1]
     assert len(calls) == 1
     assert outcome["status"] == "succeeded"
+    record = outcome["record"]
+    assert record.attempt == 1
+    # The worker kept beating for the run while it went (every ~0.7 s, 12 s long).
+    assert record.heartbeat_at is not None
+    assert record.heartbeat_at - record.times["running"] > 5
