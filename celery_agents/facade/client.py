@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -99,9 +101,17 @@ class AgentsClient:
 
     async def start(self, payload: RunPayload | TreePayload) -> RunWatch:
         """Subscribe to the run's channel, then send its task: no event can be missed."""
-        watch = await self.hub.watch(payload.run_id, replay=False)
+        # The subscription and the record are two round trips on two connections: at once.
+        watching = asyncio.ensure_future(self.hub.watch(payload.run_id, replay=False))
         try:
             await self.mark_queued(payload.run_id)
+        except BaseException:
+            watching.cancel()
+            with contextlib.suppress(BaseException):
+                await (await watching).close()
+            raise
+        watch = await watching
+        try:
             self.send(payload)
         except BaseException:
             await watch.close()

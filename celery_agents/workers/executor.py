@@ -114,6 +114,24 @@ async def _execute_claimed(
     started: float,
     claim: Claim,
 ) -> ChatMessage:
+    # Read while run.started goes out: one round trip less before the model call.
+    history = asyncio.ensure_future(runtime.history.load(payload.conversation_id))
+    history.add_done_callback(_retrieved)
+    try:
+        return await _announced(runtime, payload, channel, previous, started, claim, history)
+    finally:
+        history.cancel()
+
+
+async def _announced(
+    runtime: WorkerRuntime,
+    payload: RunPayload,
+    channel: RunChannel,
+    previous: MemberRecord | None,
+    started: float,
+    claim: Claim,
+    history: asyncio.Future[list[ChatMessage]],
+) -> ChatMessage:
     run_id, agent = payload.run_id, payload.agent
     task = asyncio.current_task()
     if payload.handoff is not None and previous is not None and claim.attempt == 1:
@@ -147,7 +165,7 @@ async def _execute_claimed(
         async with asyncio.timeout(payload.timeout):
             if payload.tenant is not None:  # before any model call
                 await check_budget(runtime.redis, runtime.keys, runtime.manifest, payload.tenant)
-            message = await _run(runtime, payload, channel, previous, started)
+            message = await _run(runtime, payload, channel, previous, started, await history)
             if payload.tenant:
                 await spend(
                     runtime.redis,
@@ -218,11 +236,11 @@ async def _run(
     channel: RunChannel,
     previous: MemberRecord | None,
     started: float,
+    history: list[ChatMessage],
 ) -> ChatMessage:
     agent = payload.agent
     tools = _registered_tools(runtime, payload)
     model = runtime.limited(await runtime.models.get(agent.model))
-    history = await runtime.history.load(payload.conversation_id)
     prompt = payload.prompt
     if previous is not None and previous.message is not None:
         prompt = as_prompt(previous.message)
@@ -258,6 +276,12 @@ async def _run(
     if payload.store_history:
         await runtime.history.append(payload.conversation_id, payload.run_id, [user, message])
     return message
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a side read's failure as seen (the run reports it where it awaits the read)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _registered_tools(runtime: WorkerRuntime, payload: RunPayload) -> dict[str, Tool]:
