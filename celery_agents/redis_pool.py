@@ -1,14 +1,25 @@
-"""The asyncio Redis client every process builds the same way: a blocking pool, so a burst
-of concurrent runs waits for a free connection instead of failing with "Too many connections"
-(redis-py's default pool raises past 100)."""
+"""The asyncio Redis client every process builds the same way.
+
+- A blocking pool: a burst of concurrent runs waits for a free connection instead of failing
+  with "Too many connections" (redis-py's default pool raises past 100).
+- Retries through a Redis restart or a network blip: a pool built from a URL has none by
+  default, so one dropped connection would fail whatever command was on it. A command is
+  tried again with backoff for about ``RETRY_SECONDS``; after that the error is raised.
+"""
 
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError, TimeoutError
 
 from .config.settings import Settings
 
 POOL_WAIT = 30.0  # seconds a call may wait for a connection before it fails
+RETRY_SECONDS = 10.0  # how long a command keeps trying through a lost connection
+_BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=2.0)
+_RETRIES = 9  # 0.05, 0.1, ... capped at 2 s: about RETRY_SECONDS in all
 
 
 def async_redis(settings: Settings, *, client_name: str) -> aioredis.Redis:
@@ -18,5 +29,6 @@ def async_redis(settings: Settings, *, client_name: str) -> aioredis.Redis:
         timeout=POOL_WAIT,
         health_check_interval=30,
         client_name=client_name,
+        retry=Retry(_BACKOFF, _RETRIES, supported_errors=(ConnectionError, TimeoutError)),
     )
     return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it

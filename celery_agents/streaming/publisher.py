@@ -10,6 +10,8 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from ..events import _Event, dump_event
 from ..keys import Keys
@@ -25,12 +27,16 @@ class _Base:
         self._ttl = ttl
         self._script = client.register_script(PUBLISH_EVENT)
 
-    def _call(self, targets: Targets) -> Any:
+    def _keys_args(self, targets: Targets) -> tuple[list[str], list[str | int]]:
         keys: list[str] = []
         args: list[str | int] = [self._log_cap, self._ttl]
         for run_id, event in targets:
             keys += [self._keys.run_seq(run_id), self._keys.run_log(run_id)]
             args += [self._keys.run_channel(run_id), dump_event(event)]
+        return keys, args
+
+    def _call(self, targets: Targets) -> Any:
+        keys, args = self._keys_args(targets)
         return self._script(keys=keys, args=args)
 
 
@@ -44,10 +50,23 @@ class EventPublisher(_Base):
         """Publish ``event`` on its own run's channel; returns its ``seq``."""
         return await self.publish_to([(event.run_id, event)])
 
-    async def publish_to(self, targets: Targets) -> int:
+    async def publish_to(self, targets: Targets, *, after: Pipeline | None = None) -> int:
         """Publish each ``(run_id, event)`` on that run's channel, atomically and in one round
-        trip; returns the ``seq`` the first one got."""
-        return int(await self._call(targets))
+        trip; returns the ``seq`` the first one got. ``after``: a pipeline whose commands are
+        sent first, in that same round trip (they are done when the event is out)."""
+        if after is None:
+            return int(await self._call(targets))
+        keys, args = self._keys_args(targets)
+        after.evalsha(self._script.sha, len(keys), *keys, *args)
+        *replies, seq = await after.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        if isinstance(seq, NoScriptError):  # Redis restarted (or flushed its scripts)
+            seq = await self._script(keys=keys, args=args)
+        elif isinstance(seq, Exception):
+            raise seq
+        return int(seq)
 
 
 class SyncEventPublisher(_Base):

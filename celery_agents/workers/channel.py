@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from ..errors import CeleryAgentsError
 from ..events import MemberFailed, MessageEvent, RunDone, RunFailed, _Event
@@ -32,21 +33,26 @@ class RunChannel:
     async def emit(self, event: _Event) -> None:
         await self._publish(event, event, result=False)
 
-    async def done(self, message: ChatMessage) -> None:
+    async def done(self, message: ChatMessage, *, after: Pipeline | None = None) -> None:
+        """The run's result; ``after``'s commands go first, in the same round trip."""
         await self._publish(
             RunDone(run_id=self.run_id, message=message),
             MessageEvent(run_id=self.run_id, message=message),
             result=True,
+            after=after,
         )
 
-    async def failed(self, error: CeleryAgentsError) -> None:
+    async def failed(self, error: CeleryAgentsError, *, after: Pipeline | None = None) -> None:
         await self._publish(
             RunFailed(run_id=self.run_id, error=error.to_json()),
             MemberFailed(run_id=self.run_id, error=error.to_json()),
             result=True,
+            after=after,
         )
 
-    async def _publish(self, own: _Event, upward: _Event, *, result: bool) -> None:
+    async def _publish(
+        self, own: _Event, upward: _Event, *, result: bool, after: Pipeline | None = None
+    ) -> None:
         targets: list[tuple[str, _Event]] = [(self.run_id, own)]
         for depth, ancestor in enumerate(self.lineage):
             if ancestor.results_only and not result:
@@ -55,7 +61,7 @@ class RunChannel:
                 update={"member": self.name, "position": list(self.position[depth:])}
             )
             targets.append((ancestor.run_id, tagged))
-        await self.publisher.publish_to(targets)
+        await self.publisher.publish_to(targets, after=after)
 
     def ancestor(self, run_id: str) -> RunChannel:
         """The channel of the enclosing Team/TeamRun ``run_id`` (to publish as that node)."""
@@ -69,8 +75,8 @@ class RunChannel:
         )
 
 
-async def add_usage(
-    client: aioredis.Redis,
+def add_usage(
+    pipe: Pipeline,
     keys: Keys,
     lineage: tuple[Ancestor, ...],
     usage: Usage,
@@ -78,18 +84,14 @@ async def add_usage(
     *,
     ttl: int,
 ) -> None:
-    """Add a member's tokens and cost to every enclosing Team/TeamRun's usage hash."""
-    if not lineage:
-        return
-    async with client.pipeline(transaction=False) as pipe:
-        for ancestor in lineage:
-            key = keys.run_usage(ancestor.run_id)
-            pipe.hincrby(key, "input_tokens", usage.input_tokens)
-            pipe.hincrby(key, "output_tokens", usage.output_tokens)
-            if cost is not None:
-                pipe.hincrbyfloat(key, "cost", cost)
-            pipe.expire(key, ttl)
-        await pipe.execute()
+    """Queue adding a member's tokens and cost to every enclosing Team/TeamRun's usage hash."""
+    for ancestor in lineage:
+        key = keys.run_usage(ancestor.run_id)
+        pipe.hincrby(key, "input_tokens", usage.input_tokens)
+        pipe.hincrby(key, "output_tokens", usage.output_tokens)
+        if cost is not None:
+            pipe.hincrbyfloat(key, "cost", cost)
+        pipe.expire(key, ttl)
 
 
 async def read_usage(client: aioredis.Redis, keys: Keys, run_id: str) -> tuple[Usage, float | None]:

@@ -190,25 +190,22 @@ async def _announced(
         log.exception("run %s crashed", run_id)
         error = RunError(f"run {run_id} failed: {type(exc).__name__}: {exc}", run_id=run_id)
     else:
-        await add_usage(
-            runtime.redis,
-            runtime.keys,
-            channel.lineage,
-            message.usage or Usage(),
-            message.cost,
-            ttl=runtime.settings.result_ttl,
-        )
-        # The record first: whoever sees the result event reads the final state.
-        await record_run(
-            runtime.redis,
-            runtime.keys,
-            agent.name,
-            message.usage,
-            message.cost,
-            ok=True,
-            state=(run_id, "succeeded", runtime.settings.result_ttl),
-        )
-        await channel.done(message)
+        ttl = runtime.settings.result_ttl
+        # One round trip: the usage and the record first, then the result event, so whoever
+        # sees the result reads the final state and the rolled-up usage.
+        async with runtime.redis.pipeline(transaction=False) as pipe:
+            usage = message.usage or Usage()
+            add_usage(pipe, runtime.keys, channel.lineage, usage, message.cost, ttl=ttl)
+            record_run(
+                pipe,
+                runtime.keys,
+                agent.name,
+                message.usage,
+                message.cost,
+                ok=True,
+                state=(run_id, "succeeded", ttl),
+            )
+            await channel.done(message, after=pipe)
         _log_end(payload, started, "succeeded", message.usage)
         return message
     if not payload.lineage and worth_keeping(error):
@@ -216,16 +213,10 @@ async def _announced(
         await keep(
             runtime.redis, runtime.keys, run_id, RUN_AGENT, payload.model_dump(mode="json"), error
         )
-    await record_run(
-        runtime.redis,
-        runtime.keys,
-        agent.name,
-        None,
-        None,
-        ok=False,
-        state=(run_id, final_state(error), runtime.settings.result_ttl),
-    )
-    await channel.failed(error)
+    async with runtime.redis.pipeline(transaction=False) as pipe:
+        state = (run_id, final_state(error), runtime.settings.result_ttl)
+        record_run(pipe, runtime.keys, agent.name, None, None, ok=False, state=state)
+        await channel.failed(error, after=pipe)
     _log_end(payload, started, f"failed error={type(error).__name__}", None)
     raise error
 

@@ -4,6 +4,7 @@ client whose Redis stays away gets a clear error by its deadline instead of hang
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
 import uuid
@@ -41,9 +42,15 @@ class Restartable:
         return self.server.url
 
     def down(self, *, save: bool = True) -> None:
+        """``SHUTDOWN SAVE`` (a restart that keeps every write), or a crash (``kill -9``)."""
         if save:
-            redis.Redis.from_url(self.url).save()
-        self.process.kill()
+            with (
+                redis.Redis.from_url(self.url) as client,
+                contextlib.suppress(redis.ConnectionError),
+            ):
+                client.shutdown(save=True)
+        else:
+            self.process.kill()
         self.process.wait()
 
     def up(self) -> None:
@@ -54,17 +61,17 @@ class Restartable:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        probe = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
-        while True:
-            try:
-                probe.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                self.process.wait(timeout=0.05) if self.process.poll() is not None else None
-                time.sleep(0.05)
+        with redis.Redis.from_url(self.url, socket_connect_timeout=0.2) as probe:
+            while True:
+                try:
+                    probe.ping()
+                    return
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline or self.process.poll() is not None:
+                        raise
+                    # A server starting up: try again shortly (it says nothing when ready).
+                    time.sleep(0.05)
 
     def stop(self) -> None:
         self.process.kill()
@@ -128,6 +135,7 @@ async def test_worker_beat_and_client_ride_out_a_redis_restart(
         outcomes["background"] = background.message_count
     except (CeleryAgentsError, TimeoutError, OSError) as exc:
         outcomes["error"] = exc
+        outcomes["background errors"] = list(background.errors)
     dones = await _dones(in_flight.run_id) if "in flight" in outcomes else 0
     completed = ("in flight" in outcomes) + ("after" in outcomes) + outcomes.get("background", 0)
     fault_report.record(
