@@ -44,11 +44,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# Issue 8's table, ours vs the bare engine; BENCH_QUICK=1 for a short sanity run.
 bench: $(STAMP)
-	$(PY) bench/roundtrip.py
-	$(PY) bench/teams.py
-	$(PY) bench/background.py
-	$(PY) bench/limits.py
+	$(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache

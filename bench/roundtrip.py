@@ -1,102 +1,67 @@
-"""Round trip of `agent.run` with `test:echo` vs bare Celery `noop.delay().get()`.
+"""Row 1: round trip of `agent.run` with `test:echo` vs bare Celery `noop.delay().get()`.
 
-Both run against one private Redis, each with a threads-pool worker of the same concurrency,
-interleaved in blocks so drifting CPU speed hits both sides alike. Prints p50/p99 and ratios.
+Both run one at a time against one private Redis, each on a worker of the same concurrency
+(ours: the project's default pool; bare: Celery's threads pool), interleaved in blocks so
+drifting CPU speed hits both sides alike.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-from figures import percentile
+import bare_app
+from figures import Row, part_main, percentile, ratio_row, size
+from stack import agents_stack, our_pool
 
-from celery_agents import Agent, Settings, configure
-from celery_agents.embedded.redis_server import start_redis_server
-from celery_agents.embedded.worker import start_worker
-from celery_agents.facade.client import shutdown
+from celery_agents import Agent
 
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "10"))
-PER_ROUND = int(os.environ.get("BENCH_PER_ROUND", "50"))
 CONCURRENCY = 8
 
 
-def start_bare_worker(redis_url: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "BENCH_REDIS_URL": redis_url,
-        "PYTHONPATH": str(Path(__file__).resolve().parent),
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "bare_app",
-            "worker",
-            "-P",
-            "threads",
-            "-c",
-            str(CONCURRENCY),
-            "-Q",
-            "bare",
-            "-l",
-            "WARNING",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+async def interleaved(agent: Agent, rounds: int, per_round: int) -> tuple[list[float], list[float]]:
+    ours: list[float] = []
+    bare: list[float] = []
+    for _ in range(rounds):
+        for _ in range(per_round):
+            started = time.perf_counter()
+            bare_app.noop.delay().get(timeout=30)
+            bare.append((time.perf_counter() - started) * 1000)
+        for _ in range(per_round):
+            started = time.perf_counter()
+            await agent.run("ping", store_history=False)
+            ours.append((time.perf_counter() - started) * 1000)
+    return ours, bare
+
+
+def measure() -> list[Row]:
+    rounds = size(10, 3, "BENCH_ROUNDS")
+    per_round = size(50, 30, "BENCH_PER_ROUND")
+    with agents_stack(concurrency=CONCURRENCY) as stack:
+        bare = bare_app.start_bare_worker(stack.url, concurrency=CONCURRENCY)
+        try:
+            agent = Agent("bench", "test:echo")
+            agent.run_sync("warm up", store_history=False)
+            ours_ms, bare_ms = asyncio.run(interleaved(agent, rounds, per_round))
+        finally:
+            bare.stop()
+    note = (
+        f"{len(ours_ms)} sequential calls each; ours: {our_pool()} pool -c {CONCURRENCY}, "
+        f"bare: threads pool -c {CONCURRENCY}"
     )
-    return process
-
-
-def main() -> None:
-    redis = start_redis_server()
-    ours = start_worker(redis.url, concurrency=CONCURRENCY)
-    os.environ["BENCH_REDIS_URL"] = redis.url
-    import bare_app
-
-    bare = start_bare_worker(redis.url)
-    configure(Settings(redis_url=redis.url))
-    agent = Agent("bench", "test:echo")
-    try:
-        bare_app.noop.delay().get(timeout=30)  # both sides warm before measuring
-        agent.run_sync("warm up", store_history=False)
-        ours_ms: list[float] = []
-        bare_ms: list[float] = []
-
-        async def our_block() -> None:
-            for _ in range(PER_ROUND):
-                started = time.perf_counter()
-                await agent.run("ping", store_history=False)
-                ours_ms.append((time.perf_counter() - started) * 1000)
-
-        for _ in range(ROUNDS):
-            for _ in range(PER_ROUND):
-                started = time.perf_counter()
-                bare_app.noop.delay().get(timeout=30)
-                bare_ms.append((time.perf_counter() - started) * 1000)
-            asyncio.run(our_block())
-
-        print(f"round trip over {len(ours_ms)} runs each ({CONCURRENCY}-thread workers, one Redis)")
-        print(f"{'figure':<34}{'ours':>10}{'bare':>10}{'ratio':>8}")
-        for name, q in (("p50 ms", 0.5), ("p99 ms", 0.99)):
-            o, b = percentile(ours_ms, q), percentile(bare_ms, q)
-            print(f"{'agent.run vs delay().get() ' + name:<34}{o:>10.2f}{b:>10.2f}{o / b:>8.2f}")
-        print(f"{'mean ms':<34}{statistics.mean(ours_ms):>10.2f}{statistics.mean(bare_ms):>10.2f}")
-    finally:
-        shutdown()  # let go of Redis before it stops
-        bare.terminate()
-        bare.wait(10)
-        ours.stop()
-        redis.stop()
+    return [
+        ratio_row(
+            "1",
+            f"agent.run round trip {name} vs delay().get()",
+            "ms",
+            percentile(ours_ms, q),
+            percentile(bare_ms, q),
+            at_most=1.2,
+            note=note if q == 0.5 else "",
+        )
+        for name, q in (("p50", 0.5), ("p99", 0.99))
+    ]
 
 
 if __name__ == "__main__":
-    main()
+    part_main(measure)

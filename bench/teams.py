@@ -1,63 +1,50 @@
-"""Team fan-out and TeamRun overhead, measured side by side in one run.
+"""Rows 6 and 7: Team fan-out and TeamRun overhead, measured side by side in one run.
 
-1. A Team of 10 against one of its members alone, with a scripted model answering after
+6. A Team of 10 against one of its members alone, with a scripted model answering after
    300 ms: the ratio shows how much of the members' work overlaps (1.0 = perfectly).
-2. A TeamRun of 5 `test:echo` stages against 5 sequential `agent.run` calls.
+7. A TeamRun of 5 `test:echo` stages against 5 sequential `agent.run` calls.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-import yaml
+from figures import Row, part_main, ratio_row, size
+from stack import agents_stack, model_server
 
-from celery_agents import Agent, Settings, Team, TeamRun, configure
-from celery_agents.embedded.redis_server import start_redis_server
-from celery_agents.embedded.worker import start_worker
-from celery_agents.facade.client import shutdown
-from celery_agents.testing.scripted_server import ScriptedModelServer
+from celery_agents import Agent, Team, TeamRun
 
-ROUNDS = int(os.environ.get("BENCH_TEAM_ROUNDS", "8"))
 LATENCY = 0.3
+Make = Callable[[], Awaitable[Any]]
 
 
-async def timed(make: Callable[[], Awaitable[Any]]) -> float:
+async def timed(make: Make) -> float:
     started = time.perf_counter()
     await make()
-    return time.perf_counter() - started
+    return (time.perf_counter() - started) * 1000
 
 
-async def measure(
-    rounds: int, a: Callable[[], Awaitable[Any]], b: Callable[[], Awaitable[Any]]
-) -> tuple[list[float], list[float]]:
+async def interleaved(rounds: int, a: Make, b: Make) -> tuple[float, float]:
+    """Median milliseconds of ``a`` and of ``b``, alternating so drift hits both alike."""
     first: list[float] = []
     second: list[float] = []
-    for _ in range(rounds):  # interleaved: drifting CPU speed hits both sides alike
+    for _ in range(rounds):
         first.append(await timed(a))
         second.append(await timed(b))
-    return first, second
+    return statistics.median(first), statistics.median(second)
 
 
-def row(label: str, ours: list[float], base: list[float], base_label: str) -> None:
-    o, b = statistics.median(ours) * 1000, statistics.median(base) * 1000
-    print(f"{label:<44}{o:>9.1f}{b:>9.1f}{o / b:>8.2f}   (vs {base_label})")
-
-
-def main() -> None:
-    redis = start_redis_server()
-    server = ScriptedModelServer(latency=LATENCY).start()
-    manifest = Path(redis.workdir) / "bench-agents.yaml"
-    manifest.write_text(yaml.safe_dump({"providers": {"scripted": {"base_url": server.url}}}))
-    worker = start_worker(redis.url, manifest=manifest, concurrency=32)
-    configure(Settings(redis_url=redis.url, manifest=manifest))
-    try:
-        members = [Agent(f"m{i}", "scripted:m") for i in range(10)]
+def measure() -> list[Row]:
+    rounds = size(8, 3, "BENCH_TEAM_ROUNDS")
+    with (
+        model_server(latency=LATENCY) as slow_url,
+        agents_stack(concurrency=32, providers={"slow": {"base_url": slow_url}}),
+    ):
+        members = [Agent(f"m{i}", "slow:m") for i in range(10)]
         team = Team(members)
         stages = [Agent(f"s{i}", "test:echo") for i in range(5)]
         chain = TeamRun(stages)
@@ -66,30 +53,42 @@ def main() -> None:
             for stage in stages:
                 await stage.run("x", store_history=False)
 
-        async def run() -> None:
+        async def run() -> tuple[tuple[float, float], tuple[float, float]]:
             await team.run("warm", store_history=False)
             await chain.run("warm", store_history=False)
-            fan, one = await measure(
-                ROUNDS,
+            await sequential()
+            fan = await interleaved(
+                rounds,
                 lambda: team.run("x", store_history=False),
                 lambda: members[0].run("x", store_history=False),
             )
-            server.latency = 0.0
-            teamrun, seq = await measure(
-                ROUNDS * 3, lambda: chain.run("x", store_history=False), sequential
+            pipeline = await interleaved(
+                rounds * 3, lambda: chain.run("x", store_history=False), sequential
             )
-            print(f"median wall time, {ROUNDS} rounds (model latency {LATENCY * 1000:.0f} ms)")
-            print(f"{'figure':<44}{'ours ms':>9}{'base ms':>9}{'ratio':>8}")
-            row("Team of 10 members, run()", fan, one, "one member alone")
-            row("TeamRun of 5 test:echo stages, run()", teamrun, seq, "5 sequential agent.run")
+            return fan, pipeline
 
-        asyncio.run(run())
-    finally:
-        shutdown()  # let go of Redis before it stops
-        worker.stop()
-        server.stop()
-        redis.stop()
+        (team_ms, one_ms), (chain_ms, seq_ms) = asyncio.run(run())
+    return [
+        ratio_row(
+            "6",
+            "Team of 10 (300 ms model) vs one member alone",
+            "ms",
+            team_ms,
+            one_ms,
+            at_most=1.3,
+            note=f"medians of {rounds} interleaved rounds; bare = one member's agent.run",
+        ),
+        ratio_row(
+            "7",
+            "TeamRun of 5 test:echo vs 5 sequential agent.run",
+            "ms",
+            chain_ms,
+            seq_ms,
+            at_most=1.0,
+            note=f"medians of {rounds * 3} interleaved rounds; bare = 5 awaited agent.run",
+        ),
+    ]
 
 
 if __name__ == "__main__":
-    main()
+    part_main(measure)

@@ -59,10 +59,11 @@ def worker(
         "worker",
         "--loglevel",
         loglevel,
-        "--task-events",
         "--concurrency",
         str(concurrency or app.conf.worker_concurrency),
     ]
+    if app.conf.worker_send_task_events:  # CELERY_AGENTS_TASK_EVENTS (Flower needs them)
+        argv.append("--task-events")
     if pool in POOLS:
         app.conf.worker_pool = POOLS[pool]  # Celery's --pool takes its own names only
     elif pool:

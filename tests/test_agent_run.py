@@ -6,10 +6,12 @@ import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
 from celery_agents import Agent, ChatMessage, RunHandle, Settings
+from celery_agents.embedded.worker import WorkerProcess
 from celery_agents.events import RunDone, RunStarted, TextDelta, ToolCallEvent, ToolResultEvent
 from celery_agents.testing.scripted_server import Reply, ScriptedModelServer, ToolCallSpec
 
@@ -227,3 +229,11 @@ def test_chat_message_json_round_trips_exactly() -> None:
     again = ChatMessage.model_validate_json(msg.model_dump_json())
     assert again == msg
     assert json.loads(again.model_dump_json()) == json.loads(msg.model_dump_json())
+
+
+async def test_a_worker_without_task_events_runs_and_says_so_in_its_banner(
+    private_worker: Callable[..., WorkerProcess],
+) -> None:
+    worker = private_worker(concurrency=2, extra_env={"CELERY_AGENTS_TASK_EVENTS": "false"})
+    assert (await Agent("quiet", "test:echo").run("no events")).content == "no events"
+    assert "task events: OFF" in worker.log_path.read_text(errors="replace")

@@ -36,8 +36,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": settings.queue,
         # No STARTED state write per task: the run.started event already says so.
         "task_track_started": False,
-        "task_send_sent_event": True,
-        "worker_send_task_events": True,
+        "task_send_sent_event": settings.task_events,
+        "worker_send_task_events": settings.task_events,
         "worker_prefetch_multiplier": 1,
         "worker_pool": POOLS.get(settings.worker_pool, settings.worker_pool),
         "worker_concurrency": settings.worker_concurrency,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -91,7 +90,11 @@ def start_worker(
             stderr=subprocess.STDOUT,
         )
     worker = WorkerProcess(hostname=hostname, process=process, log_path=log_path, env=env)
-    _wait_ready(worker, redis_url, Keys(key_prefix), timeout)
+    try:
+        _wait_ready(worker, redis_url, Keys(key_prefix), timeout)
+    except BaseException:  # interrupted or failed while waiting: leave no worker behind
+        worker.kill()
+        raise
     return worker
 
 
@@ -118,18 +121,24 @@ def start_beat(
         )
     beat = WorkerProcess(hostname="beat", process=process, log_path=log_path, env=env)
     if wait:
-        client = redis.Redis.from_url(redis_url)
-        deadline = time.monotonic() + timeout
         try:
-            while not client.exists(Keys(key_prefix).beat_alive()):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    tail = beat.log_tail()
-                    beat.stop()
-                    raise ConfigError(f"the beat did not come up:\n{tail}")
-                time.sleep(0.05)  # a startup wait with a deadline
-        finally:
-            client.close()
+            _wait_beat(beat, redis_url, Keys(key_prefix), timeout)
+        except BaseException:  # interrupted or failed while waiting: leave no beat behind
+            beat.kill()
+            raise
     return beat
+
+
+def _wait_beat(beat: WorkerProcess, redis_url: str, keys: Keys, timeout: float) -> None:
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while not client.exists(keys.beat_alive()):
+            if beat.process.poll() is not None or time.monotonic() > deadline:
+                raise ConfigError(f"the beat did not come up:\n{beat.log_tail()}")
+            time.sleep(0.05)  # a startup wait with a deadline
+    finally:
+        client.close()
 
 
 def _env(
@@ -170,8 +179,6 @@ def _wait_ready(worker: WorkerProcess, redis_url: str, keys: Keys, timeout: floa
             time.sleep(0.05)  # a startup wait with a deadline, not a test's timing
     finally:
         client.close()
-    with contextlib.suppress(Exception):
-        worker.stop()
     raise ConfigError(f"the worker did not come up within {timeout}s:\n{worker.log_tail()}")
 
 
