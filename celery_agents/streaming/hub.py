@@ -37,7 +37,10 @@ class RunWatch:
         self.next_seq = from_seq
         self.finished = False
         self._hub = hub
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        # What is ready to read, and the reader waiting for more (lighter than a Queue: a
+        # client may hold a thousand watches at once).
+        self._ready: deque[Event] = deque()
+        self._waiter: asyncio.Future[None] | None = None
         self._early: dict[int, Event] = {}
         self._filling = False
 
@@ -55,7 +58,9 @@ class RunWatch:
 
     def _deliver(self, event: Event) -> None:
         self.next_seq = event.seq + 1
-        self._queue.put_nowait(event)
+        self._ready.append(event)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
         if is_terminal(event):
             self.finished = True
             self._early.clear()
@@ -86,13 +91,19 @@ class RunWatch:
             self._filling = False
 
     async def next_event(self) -> Event:
-        return await self._queue.get()
+        while not self._ready:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._ready.popleft()
 
     async def events(self) -> AsyncIterator[Event]:
         """Yield every event up to and including the terminal one, then stop watching."""
         try:
             while True:
-                event = await self._queue.get()
+                event = await self.next_event()
                 yield event
                 if is_terminal(event):
                     return
