@@ -101,7 +101,7 @@ async def echo(text: str = "still here") -> None:
     assert (await Agent("after", "test:echo").run(text)).content == text
 
 
-class _MakesDirectory:
+class MakesDirectory:
     """Unpickling this creates ``path``: proof that pickle content was loaded."""
 
     def __init__(self, path: Path) -> None:
@@ -119,12 +119,12 @@ async def test_a_pickle_message_is_discarded_unread_and_the_worker_runs_on(
 ) -> None:
     worker = private_worker(concurrency=1)
     probe = tmp_path / "probe"
-    pickle.loads(pickle.dumps(_MakesDirectory(probe)))  # the payload is live: loading it acts
+    pickle.loads(pickle.dumps(MakesDirectory(probe)))  # the payload is live: loading it acts
     assert probe.is_dir()
 
     marker = tmp_path / "pwned"
     run_id = uuid.uuid4().hex
-    publish_raw(task_body(_MakesDirectory(marker)), task_id=run_id, serializer="pickle")
+    publish_raw(task_body(MakesDirectory(marker)), task_id=run_id, serializer="pickle")
     await echo()
 
     assert not marker.exists()

@@ -205,6 +205,7 @@ async def _announced(
                 ok=True,
                 state=(run_id, "succeeded", ttl),
             )
+            pipe.delete(runtime.keys.run_lock(run_id))  # ended: the record now answers claims
             await channel.done(message, after=pipe)
         _log_end(payload, started, "succeeded", message.usage)
         return message
@@ -216,6 +217,7 @@ async def _announced(
     async with runtime.redis.pipeline(transaction=False) as pipe:
         state = (run_id, final_state(error), runtime.settings.result_ttl)
         record_run(pipe, runtime.keys, agent.name, None, None, ok=False, state=state)
+        pipe.delete(runtime.keys.run_lock(run_id))
         await channel.failed(error, after=pipe)
     _log_end(payload, started, f"failed error={type(error).__name__}", None)
     raise error
