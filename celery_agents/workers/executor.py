@@ -98,32 +98,19 @@ async def execute_run(
     task = asyncio.current_task()
     if task is not None:  # no await since the claim: a cancel from now on reaches the run
         runtime.inflight[run_id] = (task, ancestors)
+    # Read while run.started goes out: one round trip less before the model call.
+    history = asyncio.ensure_future(runtime.history.load(payload.conversation_id))
+    history.add_done_callback(_retrieved)
     try:
-        return await _execute_claimed(runtime, payload, channel, previous, started, claim)
+        return await _execute_claimed(runtime, payload, channel, previous, started, claim, history)
     finally:
+        history.cancel()
         runtime.inflight.pop(run_id, None)
         runtime.cancelled.discard(run_id)
         runtime.leases.release(run_id)
 
 
 async def _execute_claimed(
-    runtime: WorkerRuntime,
-    payload: RunPayload,
-    channel: RunChannel,
-    previous: MemberRecord | None,
-    started: float,
-    claim: Claim,
-) -> ChatMessage:
-    # Read while run.started goes out: one round trip less before the model call.
-    history = asyncio.ensure_future(runtime.history.load(payload.conversation_id))
-    history.add_done_callback(_retrieved)
-    try:
-        return await _announced(runtime, payload, channel, previous, started, claim, history)
-    finally:
-        history.cancel()
-
-
-async def _announced(
     runtime: WorkerRuntime,
     payload: RunPayload,
     channel: RunChannel,
