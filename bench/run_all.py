@@ -3,7 +3,8 @@ and ``bench/results.json`` (rows plus the machine they were measured on).
 
 Each part starts its own private Redis, workers and model server and stops them, so a part
 that fails or hangs cannot spoil the next one. Knobs: ``BENCH_QUICK=1`` (small workloads, a
-sanity run, written to ``results-quick.json``), ``BENCH_PARTS=roundtrip,relay`` (a subset),
+sanity run), ``BENCH_PARTS=roundtrip,relay`` (a subset; both written to
+``results-quick.json``, leaving the full run's figures alone),
 ``BENCH_PART_TIMEOUT`` (seconds per part).
 """
 
@@ -146,7 +147,9 @@ def main() -> int:
     print_table(rows)
     results = {"machine": about, "seconds": round(seconds), "failed": failed}
     results["rows"] = [asdict(r) for r in rows]
-    path = HERE / ("results-quick.json" if QUICK else "results.json")  # quick: not the figures
+    # Only a full run replaces the figures; a quick or partial one goes beside them.
+    partial = QUICK or set(wanted) != set(PARTS)
+    path = HERE / ("results-quick.json" if partial else "results.json")
     path.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {path}")
     return 1 if failed else 0

@@ -243,18 +243,21 @@ class Agent(BackgroundMixin):
             tenant=tenant,
         )
         client = get_client()
-        await on_io(check_tools(client, payload.agent.name, set(payload.agent.tools)))
-        if tenant is not None:
-            await on_io(check_budget(client.redis, client.keys, client.manifest, tenant))
-        if idempotency_key:
-            owner = await on_io(client.claim(idempotency_key, payload.run_id))
-            if owner != payload.run_id:
-                return RunHandle(owner, timeout=payload.timeout)
-        await on_io(client.mark_queued(payload.run_id))
-        client.send(payload)
-        if idempotency_key:
-            await on_io(client.confirm(idempotency_key))
-        return RunHandle(payload.run_id, timeout=payload.timeout)
+
+        async def go() -> str:  # one hop to the I/O loop for all of it
+            await check_tools(client, payload.agent.name, set(payload.agent.tools))
+            if tenant is not None:
+                await check_budget(client.redis, client.keys, client.manifest, tenant)
+            if idempotency_key:
+                owner = await client.claim(idempotency_key, payload.run_id)
+                if owner != payload.run_id:
+                    return owner
+            await client.enqueue(payload)
+            if idempotency_key:
+                await client.confirm(idempotency_key)
+            return payload.run_id
+
+        return RunHandle(await on_io(go()), timeout=payload.timeout)
 
     async def run_in_background(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import threading
 import time
 from typing import Any
@@ -23,7 +24,6 @@ from ..history import ConversationStore
 from ..keys import Keys
 from ..messages import ChatMessage
 from ..redis_pool import async_redis
-from ..runstate import write_state
 from ..streaming.hub import EventHub, RunWatch
 from ..streaming.publisher import EventPublisher
 from ..tasks.app import create_client_app
@@ -32,6 +32,7 @@ from ..tasks.payload import RunPayload
 from ..tasks.tree import TreePayload
 
 _WORKER_TOOLS_TTL = 5.0
+log = logging.getLogger(__name__)
 CLAIM_TTL = 60  # seconds an idempotency claim lives before its run is queued
 CLIENT_NAME = "celery-agents-client"  # how the facade's connections show in CLIENT LIST
 
@@ -95,9 +96,28 @@ class AgentsClient:
         )
 
     async def mark_queued(self, run_id: str) -> None:
+        """Record the run as queued, unless a worker already recorded more (so this write
+        may go out beside the send, in any order)."""
+        key = self.keys.run_state(run_id)
         async with self.redis.pipeline(transaction=False) as pipe:
-            write_state(pipe, self.keys, run_id, "queued", self.settings.result_ttl)
+            pipe.hsetnx(key, "state", "queued")
+            pipe.hsetnx(key, "queued_at", time.time())
+            pipe.expire(key, self.settings.result_ttl)
             await pipe.execute()
+
+    async def enqueue(self, payload: RunPayload | TreePayload) -> None:
+        """Record the run as queued and send its task, the record's round trip beside the send."""
+        recording = asyncio.ensure_future(self.mark_queued(payload.run_id))
+        await asyncio.sleep(0)  # the record's command goes out before the (blocking) send
+        try:
+            self.send(payload)
+        except BaseException:
+            recording.cancel()
+            raise
+        try:
+            await recording
+        except Exception as exc:  # the task is sent: the worker's claim records the run
+            log.warning("run %s was sent but not recorded as queued: %s", payload.run_id, exc)
 
     async def start(self, payload: RunPayload | TreePayload) -> RunWatch:
         """Subscribe to the run's channel, then send its task: no event can be missed."""

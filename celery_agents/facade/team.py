@@ -221,9 +221,7 @@ class _Group(BackgroundMixin):
 
         async def go() -> None:
             await self._admit(tree)
-            client = get_client()
-            await client.mark_queued(tree.run_id)
-            client.send(tree)
+            await get_client().enqueue(tree)
 
         await on_io(go())
         return RunHandle(tree.run_id, timeout=tree.timeout)
