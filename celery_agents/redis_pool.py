@@ -22,10 +22,12 @@ _BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=2.0)
 _RETRIES = 9  # 0.05, 0.1, ... capped at 2 s: about RETRY_SECONDS in all
 
 
-def async_redis(settings: Settings, *, client_name: str) -> aioredis.Redis:
+def async_redis(
+    settings: Settings, *, client_name: str, max_connections: int | None = None
+) -> aioredis.Redis:
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
-        max_connections=settings.redis_max_connections,
+        max_connections=max_connections or settings.redis_max_connections,
         timeout=POOL_WAIT,
         health_check_interval=30,
         client_name=client_name,

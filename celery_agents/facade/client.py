@@ -34,6 +34,7 @@ from ..tasks.tree import TreePayload
 _WORKER_TOOLS_TTL = 5.0
 log = logging.getLogger(__name__)
 CLAIM_TTL = 60  # seconds an idempotency claim lives before its run is queued
+CLIENT_CONNECTIONS = 32  # the facade's Redis pool, at most (its pub/sub has its own)
 CLIENT_NAME = "celery-agents-client"  # how the facade's connections show in CLIENT LIST
 
 
@@ -58,7 +59,13 @@ class AgentsClient:
     @property
     def redis(self) -> aioredis.Redis:
         if self._redis is None:
-            self._redis = async_redis(self.settings, client_name=CLIENT_NAME)
+            # A client's commands are short (records, replay reads): a few connections serve
+            # a thousand runs in flight, and each one held costs ~18 KB.
+            self._redis = async_redis(
+                self.settings,
+                client_name=CLIENT_NAME,
+                max_connections=min(self.settings.redis_max_connections, CLIENT_CONNECTIONS),
+            )
         return self._redis
 
     @property
