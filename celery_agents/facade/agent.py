@@ -245,9 +245,7 @@ class Agent(BackgroundMixin):
         client = get_client()
 
         async def go() -> str:  # one hop to the I/O loop for all of it
-            await check_tools(client, payload.agent.name, set(payload.agent.tools))
-            if tenant is not None:
-                await check_budget(client.redis, client.keys, client.manifest, tenant)
+            await admit(client, payload.agent.name, set(payload.agent.tools), tenant)
             if idempotency_key:
                 owner = await client.claim(idempotency_key, payload.run_id)
                 if owner != payload.run_id:
@@ -383,10 +381,15 @@ async def _run(payload: RunPayload, idempotency_key: str | None = None) -> ChatM
 async def start_run(payload: RunPayload) -> RunWatch:
     """Check the run's tools, subscribe, send (on the I/O loop)."""
     client = get_client()
-    await check_tools(client, payload.agent.name, set(payload.agent.tools))
-    if payload.tenant is not None:  # over budget: refused here, before anything is queued
-        await check_budget(client.redis, client.keys, client.manifest, payload.tenant)
+    await admit(client, payload.agent.name, set(payload.agent.tools), payload.tenant)
     return await client.start(payload)
+
+
+async def admit(client: AgentsClient, who: str, tools: set[str], tenant: str | None) -> None:
+    """Refused here, before anything is queued: tools no one can run, a tenant over budget."""
+    await check_tools(client, who, tools)
+    if tenant is not None:
+        await check_budget(client.redis, client.keys, client.manifest, tenant)
 
 
 async def check_tools(client: AgentsClient, who: str, wanted: set[str]) -> None:

@@ -24,8 +24,7 @@ from ..streaming.hub import RunWatch
 from ..tasks.names import RUN_TEAM
 from ..tasks.tree import MAX_NAME, AgentNode, ChainNode, TeamNode, TreePayload
 from ..tasks.wire import DEFAULT_PRIORITY, Route
-from ..tenants import check_budget
-from .agent import Agent, check_tools, join_prompts, route_of, run_timeout, within_limits
+from .agent import Agent, admit, check_tools, join_prompts, route_of, run_timeout, within_limits
 from .background import BackgroundMixin, BackgroundStats
 from .bridge import iterate_on_io, on_io, run_sync
 from .client import get_client
@@ -151,10 +150,7 @@ class _Group(BackgroundMixin):
         )
 
     async def _admit(self, tree: TreePayload) -> None:
-        client = get_client()
-        await check_tools(client, self.name, _tools_in(tree.node))
-        if tree.tenant is not None:  # over budget: refused here, before anything is queued
-            await check_budget(client.redis, client.keys, client.manifest, tree.tenant)
+        await admit(get_client(), self.name, _tools_in(tree.node), tree.tenant)
 
     async def _start(self, tree: TreePayload) -> RunWatch:
         await self._admit(tree)

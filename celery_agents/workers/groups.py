@@ -63,9 +63,7 @@ async def collect_team(
         associated_messages=messages,
         metadata={"errors": errors, "members": [r.name for r in ok]},
     )
-    await _record_state(runtime, group, None)
-    await channel.done(message)
-    return _record(group, status="ok", message=message)
+    return await _succeed(runtime, group, channel, message)
 
 
 async def finish_chain(
@@ -79,9 +77,7 @@ async def finish_chain(
     if record.status == "ok" and record.message is not None:
         usage, cost = await read_usage(runtime.redis, runtime.keys, group.run_id)
         message = record.message.model_copy(update={"usage": usage, "cost": cost})
-        await _record_state(runtime, group, None)
-        await channel.done(message)
-        return _record(group, status="ok", message=message)
+        return await _succeed(runtime, group, channel, message)
     if record.status == "skipped" and not record.failed_inside(group.position):
         return record  # the TeamRun's own input had failed: pass the failure along
     cause = record.exception()
@@ -95,15 +91,24 @@ async def finish_chain(
     return _record(group, status="failed", error=error.to_json())
 
 
-async def _record_state(
-    runtime: WorkerRuntime, group: GroupPayload, error: CeleryAgentsError | None
-) -> None:
-    """The group's durable record says how it ended (before its end is published)."""
+async def _succeed(
+    runtime: WorkerRuntime, group: GroupPayload, channel: RunChannel, message: ChatMessage
+) -> MemberRecord:
+    """The group's record, then its result event, in one round trip."""
     async with runtime.redis.pipeline(transaction=False) as pipe:
-        write_state(
-            pipe, runtime.keys, group.run_id, final_state(error), runtime.settings.result_ttl
-        )
-        await pipe.execute()
+        write_state(pipe, runtime.keys, group.run_id, "succeeded", runtime.settings.result_ttl)
+        await channel.done(message, after=pipe)
+    return _record(group, status="ok", message=message)
+
+
+async def _publish_failure(
+    runtime: WorkerRuntime, group: GroupPayload, channel: RunChannel, error: CeleryAgentsError
+) -> None:
+    """The group's record, then its failure event, in one round trip."""
+    async with runtime.redis.pipeline(transaction=False) as pipe:
+        state = final_state(error)
+        write_state(pipe, runtime.keys, group.run_id, state, runtime.settings.result_ttl)
+        await channel.failed(error, after=pipe)
 
 
 async def _cancelled(runtime: WorkerRuntime, group: GroupPayload) -> bool:
@@ -117,8 +122,7 @@ async def _end_cancelled(
 ) -> MemberRecord:
     """A cancelled group ends cancelled (not as a failure of the members it stopped)."""
     error = RunCancelled(f"{group.name!r} run {group.run_id} was cancelled", run_id=group.run_id)
-    await _record_state(runtime, group, error)
-    await channel.failed(error)
+    await _publish_failure(runtime, group, channel, error)
     return _record(group, status="failed", error=error.to_json())
 
 
@@ -142,5 +146,4 @@ async def _fail(
         raw = await runtime.redis.get(runtime.keys.tree_payload(group.run_id))
         if raw is not None:
             await keep(runtime.redis, runtime.keys, group.run_id, RUN_TEAM, json.loads(raw), error)
-    await _record_state(runtime, group, error)
-    await channel.failed(error)
+    await _publish_failure(runtime, group, channel, error)
