@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import threading
@@ -16,6 +15,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from celery import Celery
+from redis.asyncio.client import Pipeline
 
 from ..config.manifest import AgentsManifest
 from ..config.settings import Settings
@@ -27,11 +27,13 @@ from ..redis_pool import async_redis
 from ..streaming.hub import EventHub, RunWatch
 from ..streaming.publisher import EventPublisher
 from ..tasks.app import create_client_app
+from ..tasks.envelope import DirectSend, Push
 from ..tasks.names import RUN_AGENT, RUN_TEAM
 from ..tasks.payload import RunPayload
 from ..tasks.tree import TreePayload
 
 _WORKER_TOOLS_TTL = 5.0
+_UNSET = object()
 log = logging.getLogger(__name__)
 CLAIM_TTL = 60  # seconds an idempotency claim lives before its run is queued
 CLIENT_CONNECTIONS = 32  # the facade's Redis pool, at most (its pub/sub has its own)
@@ -53,6 +55,7 @@ class AgentsClient:
         self._history: ConversationStore | None = None
         self._publisher: EventPublisher | None = None
         self._worker_tools: tuple[float, set[str]] = (0.0, set())
+        self._direct: DirectSend | object | None = _UNSET
 
     # Everything below runs on the I/O loop.
 
@@ -91,10 +94,16 @@ class AgentsClient:
             self._history = ConversationStore(self.redis, self.keys, ttl=self.settings.history_ttl)
         return self._history
 
+    @property
+    def direct(self) -> DirectSend | None:
+        if self._direct is _UNSET:
+            self._direct = DirectSend.for_settings(self.app, self.settings)
+        return self._direct  # type: ignore[return-value]
+
     def send(self, payload: RunPayload | TreePayload) -> None:
-        """Queue the run's task (thread-safe; Celery pools its producers)."""
+        """Queue the run's task through Celery's producer (blocking; thread-safe)."""
         self.app.send_task(
-            RUN_AGENT if isinstance(payload, RunPayload) else RUN_TEAM,
+            _task_name(payload),
             kwargs={"payload": payload.model_dump(mode="json")},
             task_id=payload.run_id,
             kwargsrepr=json.dumps(payload.summary()),
@@ -102,19 +111,53 @@ class AgentsClient:
             **payload.route.options(self.settings.broker),
         )
 
-    async def mark_queued(self, run_id: str) -> None:
+    def _push(self, payload: RunPayload | TreePayload) -> Push | None:
+        """The run's task as writes for our own pipeline, where the broker allows it."""
+        direct = self.direct
+        if direct is None:
+            return None
+        options = payload.route.options(self.settings.broker)
+        queue = options.get("queue") or self.settings.queue
+        if not direct.declared(queue):
+            return None
+        return direct.push(
+            _task_name(payload),
+            payload.run_id,
+            {"payload": payload.model_dump(mode="json")},
+            kwargsrepr=json.dumps(payload.summary()),
+            queue=queue,
+            priority=options["priority"],
+        )
+
+    def _record_queued(self, pipe: Pipeline, run_id: str) -> None:
         """Record the run as queued, unless a worker already recorded more (so this write
         may go out beside the send, in any order)."""
         key = self.keys.run_state(run_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hsetnx(key, "state", "queued")
-            pipe.hsetnx(key, "queued_at", time.time())
-            pipe.expire(key, self.settings.result_ttl)
-            await pipe.execute()
+        pipe.hsetnx(key, "state", "queued")
+        pipe.hsetnx(key, "queued_at", time.time())
+        pipe.expire(key, self.settings.result_ttl)
 
     async def enqueue(self, payload: RunPayload | TreePayload) -> None:
-        """Record the run as queued and send its task, the record's round trip beside the send."""
-        recording = asyncio.ensure_future(self.mark_queued(payload.run_id))
+        """Record the run as queued and send its task: on a Redis broker one pipeline for
+        both, else the record's round trip beside Celery's send."""
+        push = self._push(payload)
+        if push is None:
+            await self._enqueue_through_celery(payload)
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self._record_queued(pipe, payload.run_id)
+            pipe.lpush(push.key, push.message)
+            if push.event is not None:
+                pipe.publish(*push.event)
+            await pipe.execute()
+
+    async def _enqueue_through_celery(self, payload: RunPayload | TreePayload) -> None:
+        async def record() -> None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self._record_queued(pipe, payload.run_id)
+                await pipe.execute()
+
+        recording = asyncio.ensure_future(record())
         await asyncio.sleep(0)  # the record's command goes out before the (blocking) send
         try:
             self.send(payload)
@@ -128,18 +171,9 @@ class AgentsClient:
 
     async def start(self, payload: RunPayload | TreePayload) -> RunWatch:
         """Subscribe to the run's channel, then send its task: no event can be missed."""
-        # The subscription and the record are two round trips on two connections: at once.
-        watching = asyncio.ensure_future(self.hub.watch(payload.run_id, replay=False))
+        watch = await self.hub.watch(payload.run_id, replay=False, confirmed=False)
         try:
-            await self.mark_queued(payload.run_id)
-        except BaseException:
-            watching.cancel()
-            with contextlib.suppress(BaseException):
-                await (await watching).close()
-            raise
-        watch = await watching
-        try:
-            self.send(payload)
+            await self.enqueue(payload)
         except BaseException:
             await watch.close()
             raise
@@ -199,6 +233,10 @@ class AgentsClient:
         if self._redis is not None:
             await self._redis.aclose()
         self._hub = self._redis = self._history = self._publisher = None
+
+
+def _task_name(payload: RunPayload | TreePayload) -> str:
+    return RUN_AGENT if isinstance(payload, RunPayload) else RUN_TEAM
 
 
 def _tools_of(raw: bytes | str) -> list[str]:

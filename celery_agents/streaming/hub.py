@@ -152,11 +152,18 @@ class EventHub:
         self._pubsub = pubsub
         self._connected.set()
 
-    async def watch(self, run_id: str, from_seq: int = 1, *, replay: bool = True) -> RunWatch:
+    async def watch(
+        self, run_id: str, from_seq: int = 1, *, replay: bool = True, confirmed: bool = True
+    ) -> RunWatch:
         """Start watching ``run_id``; returns once subscribed, so nothing published later is missed.
 
         With ``replay`` (attaching to a run that may have started) events already published are
         read back from the replay log; a run not sent yet passes ``replay=False``.
+
+        ``confirmed=False`` returns once the SUBSCRIBE is written, without waiting for Redis to
+        confirm it: for a run sent right after, on another connection. Redis holds the
+        SUBSCRIBE before the send, so it subscribes before any worker can publish. Should the
+        network still reorder them, a later event's gap or the seq poll reads the log.
         """
         await self.start()
         watch = RunWatch(self, run_id, from_seq)
@@ -164,12 +171,13 @@ class EventHub:
         watchers = self._watches.setdefault(channel, set())
         watchers.add(watch)
         if len(watchers) == 1:
-            confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._confirm.setdefault(channel, deque()).append(confirmed)
+            confirmation: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._confirm.setdefault(channel, deque()).append(confirmation)
             await self._connected.wait()
             assert self._pubsub is not None
             await self._pubsub.subscribe(channel)
-            await confirmed
+            if confirmed:
+                await confirmation
         if replay:
             await watch.fill()
         return watch

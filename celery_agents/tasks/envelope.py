@@ -1,0 +1,172 @@
+"""``DirectSend``: a task message written straight into a Redis broker's queue list.
+
+Celery's producer sends a task with a blocking LPUSH (on a ``redis.Redis`` it builds per
+publish), then a blocking PUBLISH of the task-sent event. The client instead adds the same two
+writes to the pipeline that records the run as queued: one round trip on its own async
+connection, and the I/O loop never blocks. The bytes are Celery's own: protocol 2 headers and
+body from ``app.amqp.as_task_v2``, wrapped the way kombu's Redis transport wraps them, so
+workers, Flower and redelivery cannot tell the difference (``tests/test_envelope.py`` compares
+a direct send with a Celery send, field by field).
+
+Only for a Redis broker that is the Redis the client already talks to; anything else (RabbitMQ,
+a second Redis, kombu's ``global_keyprefix``) goes through Celery's producer.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from celery import Celery
+from celery.events.event import Event
+from celery.utils.nodenames import anon_nodename
+from celery.utils.time import utcoffset
+
+from ..config.settings import Settings
+
+_EVENT_EXCHANGE = "celeryev"
+_SENT_EVENT = "task-sent"
+
+
+@dataclass(frozen=True)
+class Push:
+    """What one send writes: the message onto its queue list, maybe the task-sent event."""
+
+    key: str
+    message: str
+    event: tuple[str, str] | None = None  # (channel, message)
+
+
+class DirectSend:
+    """Builds the writes of a task send for one Redis broker (see the module's docstring)."""
+
+    def __init__(self, app: Celery, *, db: int, events: bool) -> None:
+        self.app = app
+        options = app.conf.broker_transport_options
+        self._sep = str(options.get("sep", "\x06\x16"))
+        self._steps: list[int] = sorted(options.get("priority_steps", [0, 3, 6, 9]))
+        self._events = events
+        self._event_channel = f"/{db}.{_EVENT_EXCHANGE}/{_SENT_EVENT.replace('-', '.')}"
+        self._declared: set[str] = set()
+        self._pid = -1
+        self._origin = ""
+
+    @classmethod
+    def for_settings(cls, app: Celery, settings: Settings) -> DirectSend | None:
+        """A ``DirectSend`` when the broker is the client's Redis, else None."""
+        broker = settings.broker
+        if broker != settings.redis_url or not broker.startswith(("redis://", "rediss://")):
+            return None
+        if app.conf.broker_transport_options.get("global_keyprefix"):
+            return None
+        url = urlsplit(broker)
+        if "db" in parse_qs(url.query):
+            return None
+        path = url.path.strip("/")
+        if path and not path.isdigit():
+            return None
+        return cls(app, db=int(path or 0), events=settings.task_events)
+
+    def declared(self, queue: str) -> bool:
+        """Whether this process has sent to ``queue`` through Celery once (which declares it,
+        as Celery's first send to a queue always does). Marks it as declared from now on."""
+        if queue in self._declared:
+            return True
+        self._declared.add(queue)
+        return False
+
+    def push(
+        self,
+        name: str,
+        task_id: str,
+        kwargs: dict[str, Any],
+        *,
+        kwargsrepr: str,
+        queue: str,
+        priority: int,
+    ) -> Push:
+        origin = self._origin_now()
+        message = self.app.amqp.as_task_v2(
+            task_id,
+            name,
+            args=(),
+            kwargs=kwargs,
+            argsrepr="()",
+            kwargsrepr=kwargsrepr,
+            origin=origin,
+            ignore_result=None,
+            reply_to=self.app.thread_oid,
+            create_sent_event=self._events,
+        )
+        body = json.dumps(message.body).encode()
+        envelope = _envelope(
+            body,
+            message.headers,
+            {
+                **message.properties,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": priority,
+            },
+        )
+        push = Push(key=self._queue_key(queue, priority), message=envelope)
+        if message.sent_event is None:
+            return push
+        event = Event(
+            _SENT_EVENT,
+            hostname=origin,
+            utcoffset=utcoffset(),
+            pid=self._pid,
+            clock=self.app.clock.forward(),
+            **message.sent_event,
+            queue=queue,
+            exchange="",
+            routing_key=queue,
+        )
+        event_envelope = _envelope(
+            json.dumps(event).encode(),
+            {"hostname": origin},
+            {
+                "delivery_mode": 1,
+                "delivery_info": {
+                    "exchange": _EVENT_EXCHANGE,
+                    "routing_key": _SENT_EVENT.replace("-", "."),
+                },
+                "priority": 0,
+            },
+        )
+        return Push(push.key, push.message, (self._event_channel, event_envelope))
+
+    def _queue_key(self, queue: str, priority: int) -> str:
+        """kombu's list for ``queue`` at ``priority`` (its ``_q_for_pri``)."""
+        step = max((s for s in self._steps if s <= priority), default=self._steps[0])
+        return f"{queue}{self._sep}{step}" if step else queue
+
+    def _origin_now(self) -> str:
+        """Celery's ``gen<pid>@<host>`` origin, recomputed after a fork."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._origin = anon_nodename()
+        return self._origin
+
+
+def _envelope(body: bytes, headers: dict[str, Any], properties: dict[str, Any]) -> str:
+    """kombu's Redis-stored message: the body base64-encoded, a fresh delivery tag."""
+    return json.dumps(
+        {
+            "body": base64.b64encode(body).decode(),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": headers,
+            "properties": {
+                **properties,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+    )
