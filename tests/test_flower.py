@@ -124,10 +124,15 @@ class RedisTap:
 
 
 def test_flower_shows_runs_with_a_summary_and_no_secret_anywhere(
-    scripted_model: ScriptedModelServer, flower: int, agents_redis_url: str
+    scripted_model: ScriptedModelServer,
+    flower: int,
+    agents_redis_url: str,
+    keyed_worker: WorkerProcess,
 ) -> None:
-    # Flower's HTTP API answers before its event receiver is consuming: wait until it has
-    # seen a whole run, so the run under test is watched from its first event.
+    # The worker starts without task events (the default); Flower turns them on. Its HTTP API
+    # answers before its event receiver is consuming: wait until it has seen a whole run, so
+    # the run under test is watched from its first event.
+    assert "task events: OFF" in keyed_worker.log_path.read_text(errors="replace")
     assert _events_flowing(flower), "Flower never received a whole run's task events"
     tap = RedisTap(agents_redis_url)
     try:

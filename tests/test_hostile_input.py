@@ -492,7 +492,9 @@ async def test_a_providers_key_appears_in_no_message_result_event_key_log_or_flo
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("KEYED_API_KEY", SECRET)  # the client has it too: it must not send it
-    worker = private_worker(extra_env={"KEYED_API_KEY": SECRET})
+    worker = private_worker(
+        extra_env={"KEYED_API_KEY": SECRET, "CELERY_AGENTS_TASK_EVENTS": "true"}
+    )
     settings = get_client().settings
     agent = Agent("keyed", "keyed:model")
     scripted_model.script(Reply("all good"))
