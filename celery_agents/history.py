@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from .keys import Keys
 from .messages import ChatMessage
@@ -27,6 +28,14 @@ class ConversationStore:
 
     async def load(self, conversation_id: str) -> list[ChatMessage]:
         raw = await self._redis.lrange(self._keys.conversation(conversation_id), 0, -1)
+        return self.parse(raw)
+
+    def load_in(self, pipe: Pipeline, conversation_id: str) -> None:
+        """Queue the read of ``load`` on ``pipe``; ``parse`` its reply."""
+        pipe.lrange(self._keys.conversation(conversation_id), 0, -1)
+
+    @staticmethod
+    def parse(raw: list[bytes] | list[bytes | str]) -> list[ChatMessage]:
         return [ChatMessage.model_validate_json(item) for item in raw]
 
     async def append(self, conversation_id: str, run_id: str, messages: list[ChatMessage]) -> bool:

@@ -9,10 +9,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
 
 from .config.settings import Settings
 
@@ -34,3 +38,20 @@ def async_redis(
         retry=Retry(_BACKOFF, _RETRIES, supported_errors=(ConnectionError, TimeoutError)),
     )
     return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
+
+
+def checked(reply: Any) -> Any:
+    """A reply of a pipeline run with ``raise_on_error=False``, raised if it is an error."""
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+async def script_reply(
+    reply: Any, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
+) -> Any:
+    """A script's reply from such a pipeline (``EVALSHA``). If Redis had lost the script
+    (restarted, or flushed its scripts), it runs again, loading it."""
+    if isinstance(reply, NoScriptError):
+        return await script(keys=keys, args=args)
+    return checked(reply)

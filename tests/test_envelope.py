@@ -52,7 +52,7 @@ def _comparable(envelope: dict[str, Any], task_id: str, queue: str) -> dict[str,
 
 @pytest.mark.parametrize("priority", [0, 5, 9])
 def test_a_direct_send_writes_what_celery_writes(agents_redis_url: str, priority: int) -> None:
-    settings = Settings(redis_url=agents_redis_url)
+    settings = Settings(redis_url=agents_redis_url, task_events=True)
     app = create_client_app(settings)
     direct = DirectSend.for_settings(app, settings)
     assert direct is not None
@@ -110,3 +110,10 @@ def test_direct_sends_only_to_the_clients_own_redis(agents_redis_url: str) -> No
         Settings(redis_url=agents_redis_url + "?db=2"),
     ):
         assert DirectSend.for_settings(app, settings) is None, settings.broker
+
+
+def test_without_task_events_a_direct_send_publishes_no_event(agents_redis_url: str) -> None:
+    settings = Settings(redis_url=agents_redis_url)
+    direct = DirectSend.for_settings(create_client_app(settings), settings)
+    assert direct is not None
+    assert direct.push(RUN_AGENT, "x", {}, kwargsrepr="{}", queue="q", priority=0).event is None

@@ -11,10 +11,10 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError
 
 from ..events import _Event, dump_event
 from ..keys import Keys
+from ..redis_pool import checked, script_reply
 from .scripts import PUBLISH_EVENT
 
 Targets = Sequence[tuple[str, _Event]]
@@ -60,13 +60,8 @@ class EventPublisher(_Base):
         after.evalsha(self._script.sha, len(keys), *keys, *args)
         *replies, seq = await after.execute(raise_on_error=False)
         for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        if isinstance(seq, NoScriptError):  # Redis restarted (or flushed its scripts)
-            seq = await self._script(keys=keys, args=args)
-        elif isinstance(seq, Exception):
-            raise seq
-        return int(seq)
+            checked(reply)
+        return int(await script_reply(seq, self._script, keys, args))
 
 
 class SyncEventPublisher(_Base):

@@ -4,7 +4,7 @@ A run's events go on its own channel, and on each enclosing Team/TeamRun's chann
 the run's name and its position below that ancestor, so one subscription at the top sees the
 whole tree. A member's end becomes ``message`` / ``member.failed`` up there (only the run's own
 channel carries its terminal event), and its tokens and cost are added to each ancestor's
-usage hash. Every event costs one round trip, however deep the tree.
+usage hash. All channels of an event cost one round trip, however deep the tree.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ..errors import CeleryAgentsError
 from ..events import MemberFailed, MessageEvent, RunDone, RunFailed, _Event
 from ..keys import Keys
 from ..messages import ChatMessage, Usage
+from ..streaming.outbox import Outbox
 from ..streaming.publisher import EventPublisher
 from ..tasks.tree import Ancestor
 
@@ -29,9 +30,17 @@ class RunChannel:
     name: str
     lineage: tuple[Ancestor, ...] = ()
     position: tuple[int, ...] = ()
+    # With an outbox, progress events do not wait for Redis (streaming/outbox.py); the
+    # terminal event still does, after them. Without one every event is awaited.
+    outbox: Outbox | None = None
 
     async def emit(self, event: _Event) -> None:
         await self._publish(event, event, result=False)
+
+    async def flush(self) -> None:
+        """Return once every event emitted so far is published."""
+        if self.outbox is not None:
+            await self.outbox.flush()
 
     async def done(self, message: ChatMessage, *, after: Pipeline | None = None) -> None:
         """The run's result; ``after``'s commands go first, in the same round trip."""
@@ -61,7 +70,12 @@ class RunChannel:
                 update={"member": self.name, "position": list(self.position[depth:])}
             )
             targets.append((ancestor.run_id, tagged))
-        await self.publisher.publish_to(targets, after=after)
+        if self.outbox is None:
+            await self.publisher.publish_to(targets, after=after)
+        elif result:
+            await self.outbox.close(targets, after=after)
+        else:
+            self.outbox.put(targets)
 
     def ancestor(self, run_id: str) -> RunChannel:
         """The channel of the enclosing Team/TeamRun ``run_id`` (to publish as that node)."""
@@ -72,6 +86,7 @@ class RunChannel:
             self.lineage[depth].name,
             self.lineage[:depth],
             self.position[:depth],
+            self.outbox,  # one order for everything this run publishes
         )
 
 

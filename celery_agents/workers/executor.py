@@ -19,6 +19,7 @@ from ..events import RunStarted, TalkEvent, TextDelta, ToolCallEvent, ToolResult
 from ..llm.agent_loop import run_agent_loop
 from ..messages import ChatMessage, Participant, ToolCallInfo, Usage
 from ..runstate import final_state
+from ..streaming.outbox import Outbox
 from ..tasks.names import RUN_AGENT
 from ..tasks.payload import RunPayload
 from ..tasks.records import MemberRecord
@@ -72,6 +73,7 @@ def run_channel(runtime: WorkerRuntime, payload: RunPayload) -> RunChannel:
         payload.agent.name,
         tuple(payload.lineage),
         tuple(payload.position),
+        Outbox(runtime.publisher),
     )
 
 
@@ -90,7 +92,12 @@ async def execute_run(
     channel = run_channel(runtime, payload)
     started = time.monotonic()
     ancestors = tuple(a.run_id for a in payload.lineage)
-    claim = await runtime.leases.claim(run_id, ancestors)
+    # The history comes with the claim: one round trip before the model call.
+    claim, history = await runtime.leases.claim(
+        run_id,
+        ancestors,
+        beside=lambda pipe: runtime.history.load_in(pipe, payload.conversation_id),
+    )
     if claim.verdict == "done":
         raise AlreadyRan(run_id, claim.state)
     if claim.verdict == "busy":
@@ -98,13 +105,9 @@ async def execute_run(
     task = asyncio.current_task()
     if task is not None:  # no await since the claim: a cancel from now on reaches the run
         runtime.inflight[run_id] = (task, ancestors)
-    # Read while run.started goes out: one round trip less before the model call.
-    history = asyncio.ensure_future(runtime.history.load(payload.conversation_id))
-    history.add_done_callback(_retrieved)
     try:
         return await _execute_claimed(runtime, payload, channel, previous, started, claim, history)
     finally:
-        history.cancel()
         runtime.inflight.pop(run_id, None)
         runtime.cancelled.discard(run_id)
         runtime.leases.release(run_id)
@@ -117,7 +120,7 @@ async def _execute_claimed(
     previous: MemberRecord | None,
     started: float,
     claim: Claim,
-    history: asyncio.Future[list[ChatMessage]],
+    history: list[bytes],
 ) -> ChatMessage:
     run_id, agent = payload.run_id, payload.agent
     task = asyncio.current_task()
@@ -139,6 +142,7 @@ async def _execute_claimed(
             worker=runtime.hostname,
         )
     )
+    await channel.flush()  # on record before the model is called (or a tool, or a check)
     log.info(
         "run start run_id=%s agent=%s model=%s attempt=%d",
         run_id,
@@ -152,7 +156,8 @@ async def _execute_claimed(
         async with asyncio.timeout(payload.timeout):
             if payload.tenant is not None:  # before any model call
                 await check_budget(runtime.redis, runtime.keys, runtime.manifest, payload.tenant)
-            message = await _run(runtime, payload, channel, previous, started, await history)
+            messages = runtime.history.parse(history)  # a bad entry fails the run, reported
+            message = await _run(runtime, payload, channel, previous, started, messages)
             if payload.tenant:
                 await spend(
                     runtime.redis,
@@ -256,12 +261,6 @@ async def _run(
     if payload.store_history:
         await runtime.history.append(payload.conversation_id, payload.run_id, [user, message])
     return message
-
-
-def _retrieved(future: asyncio.Future[Any]) -> None:
-    """Mark a side read's failure as seen (the run reports it where it awaits the read)."""
-    if not future.cancelled():
-        future.exception()
 
 
 def _registered_tools(runtime: WorkerRuntime, payload: RunPayload) -> dict[str, Tool]:

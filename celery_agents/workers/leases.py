@@ -15,12 +15,15 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from ..keys import Keys
+from ..redis_pool import checked, script_reply
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +152,15 @@ class RunLeases:
         with self._tags_lock:
             self._tags.discard(tag)
 
-    async def claim(self, run_id: str, ancestors: tuple[str, ...] = ()) -> Claim:
+    async def claim(
+        self,
+        run_id: str,
+        ancestors: tuple[str, ...] = (),
+        *,
+        beside: Callable[[Pipeline], None] | None = None,
+    ) -> tuple[Claim, Any]:
+        """Claim ``run_id``; ``beside`` queues a read on the same round trip, whose reply
+        comes back with the claim (None without one)."""
         owner = f"{self.worker}/{uuid.uuid4().hex[:12]}"
         keys = [
             self._keys.run_state(run_id),
@@ -163,8 +174,16 @@ class RunLeases:
             self.worker,
             self._record_ttl,
         ]
-        verdict, *rest = await self._claim(keys=keys, args=args)
-        verdict = _text(verdict)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self._claim.sha, len(keys), *keys, *args)
+            if beside is not None:
+                beside(pipe)
+            claimed, *read = await pipe.execute(raise_on_error=False)
+        verdict, *rest = await script_reply(claimed, self._claim, keys, args)
+        side = checked(read[0]) if read else None
+        return self._settle(run_id, owner, _text(verdict), rest), side
+
+    def _settle(self, run_id: str, owner: str, verdict: str, rest: list[Any]) -> Claim:
         if verdict == "done":
             return Claim("done", state=_text(rest[0]))
         if verdict == "busy":

@@ -1,0 +1,61 @@
+"""A run's progress events leave in order and in batches; the terminal one comes last."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from celery_agents.events import RunDone, TextDelta, parse_event
+from celery_agents.keys import Keys
+from celery_agents.messages import ChatMessage
+from celery_agents.streaming.outbox import Outbox
+from celery_agents.streaming.publisher import EventPublisher
+
+KEYS = Keys("outbox-test")
+
+
+def _evalsha_calls(url: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats").get("cmdstat_evalsha", {})
+        return int(stats.get("calls", 0))
+    finally:
+        client.close()
+
+
+async def test_events_keep_their_order_and_share_round_trips(agents_redis_url: str) -> None:
+    client = aioredis.Redis.from_url(agents_redis_url)
+    publisher = EventPublisher(client, KEYS, log_cap=1000, ttl=60)
+    await publisher.publish(TextDelta(run_id="warm-up", text="."))  # the script is loaded
+    run_id = uuid.uuid4().hex
+    outbox = Outbox(publisher)
+    before = _evalsha_calls(agents_redis_url)
+    for i in range(200):
+        outbox.put([(run_id, TextDelta(run_id=run_id, text=str(i)))])
+        if i % 50 == 0:
+            await outbox.flush()
+    done = RunDone(run_id=run_id, message=ChatMessage(content="end", role="assistant"))
+    await outbox.close([(run_id, done)])
+    calls = _evalsha_calls(agents_redis_url) - before
+
+    logged = [parse_event(raw) for raw in await client.lrange(KEYS.run_log(run_id), 0, -1)]
+    await client.aclose()
+    assert [e.seq for e in logged] == list(range(1, 202))
+    assert [e.text for e in logged[:-1] if isinstance(e, TextDelta)] == [
+        str(i) for i in range(200)
+    ]
+    assert isinstance(logged[-1], RunDone)
+    assert calls <= 6, f"201 events took {calls} round trips"
+
+
+async def test_a_failed_publish_fails_the_runs_next_flush(agents_redis_url: str) -> None:
+    client = aioredis.Redis.from_url("redis://127.0.0.1:1/0")  # nothing listens there
+    outbox = Outbox(EventPublisher(client, KEYS, log_cap=10, ttl=60))
+    outbox.put([("r", TextDelta(run_id="r", text="lost"))])
+    with pytest.raises(RedisConnectionError):
+        await outbox.flush()
+    await client.aclose()
