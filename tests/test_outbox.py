@@ -45,9 +45,7 @@ async def test_events_keep_their_order_and_share_round_trips(agents_redis_url: s
     logged = [parse_event(raw) for raw in await client.lrange(KEYS.run_log(run_id), 0, -1)]
     await client.aclose()
     assert [e.seq for e in logged] == list(range(1, 202))
-    assert [e.text for e in logged[:-1] if isinstance(e, TextDelta)] == [
-        str(i) for i in range(200)
-    ]
+    assert [e.text for e in logged[:-1] if isinstance(e, TextDelta)] == [str(i) for i in range(200)]
     assert isinstance(logged[-1], RunDone)
     assert calls <= 6, f"201 events took {calls} round trips"
 
