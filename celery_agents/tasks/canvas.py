@@ -1,5 +1,6 @@
 """The canvas of a Team/TeamRun tree: Team -> chord(group(members), collect_team), TeamRun ->
 chain(stages..., finish_chain). Nested nodes compose; no task ever waits on another's result.
+A TeamRun whose last stage is an agent has no ``finish_chain`` task: that stage ends it.
 """
 
 from __future__ import annotations
@@ -44,11 +45,24 @@ class _Builder:
         run_id: str,
         place: _Place,
         handoff: Handoff | None,
+        *,
+        finish: GroupPayload | None = None,
     ) -> Signature:
         if isinstance(node, AgentNode):
-            return self.agent(node, run_id, place, handoff)
+            return self.agent(node, run_id, place, handoff, finish)
         me = Ancestor(run_id=run_id, name=node.name)
         prefixes = (*place.prefixes, node.shared_prompt) if node.shared_prompt else place.prefixes
+        end = GroupPayload(
+            run_id=run_id,
+            name=node.name,
+            kind=node.kind,
+            lineage=list(place.lineage),
+            position=list(place.position),
+            forwarded_from=list(place.forwarded),
+            background=self.tree.background if run_id == self.tree.run_id else None,
+        )
+        # A TeamRun whose last stage is an agent ends in that stage's task: one hop less.
+        folded = isinstance(node, ChainNode) and isinstance(node.members[-1], AgentNode)
         members = []
         for index, member in enumerate(node.members):
             forwarded = place.forwarded
@@ -58,22 +72,30 @@ class _Builder:
             else:
                 member_handoff = handoff if index == 0 else None
             below = _Place((*place.lineage, me), (*place.position, index), prefixes, forwarded)
-            members.append(self.node(member, _new_id(), below, member_handoff))
-        end = GroupPayload(
-            run_id=run_id,
-            name=node.name,
-            kind=node.kind,
-            lineage=list(place.lineage),
-            position=list(place.position),
-            forwarded_from=list(place.forwarded),
-            background=self.tree.background if run_id == self.tree.run_id else None,
-        ).model_dump(mode="json")
+            last = folded and index == len(node.members) - 1
+            members.append(
+                self.node(member, _new_id(), below, member_handoff, finish=end if last else None)
+            )
+        summary: dict[str, object] = {
+            "team" if isinstance(node, TeamNode) else "team_run": node.name
+        }
+        ending = self.task(
+            COLLECT_TEAM if isinstance(node, TeamNode) else FINISH_CHAIN,
+            end.model_dump(mode="json"),
+            run_id,
+            summary,
+        )
         if isinstance(node, TeamNode):
-            return chord(group(members), self.task(COLLECT_TEAM, end, run_id, {"team": node.name}))
-        return chain(*members, self.task(FINISH_CHAIN, end, run_id, {"team_run": node.name}))
+            return chord(group(members), ending)
+        return chain(*members) if folded else chain(*members, ending)
 
     def agent(
-        self, node: AgentNode, run_id: str, place: _Place, handoff: Handoff | None
+        self,
+        node: AgentNode,
+        run_id: str,
+        place: _Place,
+        handoff: Handoff | None,
+        finish: GroupPayload | None,
     ) -> Signature:
         payload = RunPayload(
             run_id=run_id,
@@ -88,6 +110,7 @@ class _Builder:
             handoff=handoff,
             forwarded_from=list(place.forwarded),
             tenant=self.tree.tenant,
+            finish=finish,
         )
         parent = place.lineage[-1].run_id if place.lineage else None
         return self.task(

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from .tree import MAX_LINEAGE, MAX_NODES, Ancestor, BoundedAgent, Handoff, Name
+from .tree import MAX_LINEAGE, MAX_NODES, Ancestor, BoundedAgent, GroupPayload, Handoff, Name
 from .wire import Route, RunMessage, preview
 
 
@@ -27,6 +27,8 @@ class RunPayload(RunMessage):
     handoff: Handoff | None = None
     forwarded_from: list[Name] = Field(default_factory=list, max_length=MAX_NODES)
     background: str | None = None  # the background entry this run belongs to
+    # The last stage of a TeamRun ends the TeamRun too (no task of its own for that).
+    finish: GroupPayload | None = None
     route: Route = Field(default_factory=Route)
     tenant: str | None = Field(None, min_length=1, max_length=128)
 

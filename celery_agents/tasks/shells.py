@@ -92,8 +92,7 @@ def register_tasks(app: Celery) -> None:
         _refuse_extras(runtime, self.request.id, args, kwargs)
         group = runtime.loop.run(_parse(runtime, GroupPayload, payload, self.request.id))
         records = [MemberRecord.parse(r) for r in results or []]
-        record = runtime.loop.run(collect_team(runtime, group, records))
-        return _settle(runtime, group, record)
+        return runtime.loop.run(_collected(runtime, group, records))
 
     @app.task(name=FINISH_CHAIN, bind=True, base=AgentTask)  # type: ignore[untyped-decorator]
     def finish_chain_task(
@@ -103,7 +102,7 @@ def register_tasks(app: Celery) -> None:
         _refuse_extras(runtime, self.request.id, args, kwargs)
         group = runtime.loop.run(_parse(runtime, GroupPayload, payload, self.request.id))
         record = MemberRecord.parse(result, name=group.name)
-        return _settle(runtime, group, runtime.loop.run(finish_chain(runtime, group, record)))
+        return runtime.loop.run(_finished(runtime, group, record))
 
 
 async def run_single(runtime: WorkerRuntime, raw: Any, task_id: str) -> dict[str, Any]:
@@ -137,32 +136,40 @@ async def _run_admitted(
 ) -> dict[str, Any]:
     record = MemberRecord.parse(previous) if previous is not None else None
     if record is not None and record.status != "ok":
-        return record.skipped().dump()  # an earlier stage failed: carry its failure along
-    try:
-        message = await execute_run(runtime, payload, previous=record)
-    except CeleryAgentsError as exc:
-        if payload.background:
-            await finish_background_run(runtime, payload.background, payload.run_id, None, exc)
-        if not payload.lineage:
-            raise
-        return MemberRecord(
-            status="failed",
-            name=payload.agent.name,
-            run_id=payload.run_id,
-            position=payload.position,
-            error=exc.to_json(),
-        ).dump()
-    if payload.background:
-        await finish_background_run(runtime, payload.background, payload.run_id, message, None)
-    if not payload.lineage:
-        return message.model_dump(mode="json")
-    return MemberRecord(
-        status="ok",
-        name=payload.agent.name,
-        run_id=payload.run_id,
-        position=payload.position,
-        message=message,
-    ).dump()
+        mine = record.skipped()  # an earlier stage failed: carry its failure along
+    else:
+        try:
+            message = await execute_run(runtime, payload, previous=record)
+        except CeleryAgentsError as exc:
+            if payload.background:
+                await finish_background_run(runtime, payload.background, payload.run_id, None, exc)
+            if not payload.lineage:
+                raise
+            mine = MemberRecord(
+                status="failed",
+                name=payload.agent.name,
+                run_id=payload.run_id,
+                position=payload.position,
+                error=exc.to_json(),
+            )
+        else:
+            if payload.background:
+                await finish_background_run(
+                    runtime, payload.background, payload.run_id, message, None
+                )
+            if not payload.lineage:
+                return message.model_dump(mode="json")
+            mine = MemberRecord(
+                status="ok",
+                name=payload.agent.name,
+                run_id=payload.run_id,
+                position=payload.position,
+                message=message,
+            )
+    if payload.finish is None:
+        return mine.dump()
+    # The TeamRun's last stage: its end is this task's too.
+    return await _finished(runtime, payload.finish, mine)
 
 
 def _refuse_extras(
@@ -218,15 +225,27 @@ def _channel(runtime: WorkerRuntime, run_id: str, name: str) -> RunChannel:
     return RunChannel(runtime.publisher, run_id, name)
 
 
-def _settle(runtime: WorkerRuntime, group: GroupPayload, record: MemberRecord) -> dict[str, Any]:
+async def _collected(
+    runtime: WorkerRuntime, group: GroupPayload, records: list[MemberRecord]
+) -> dict[str, Any]:
+    return await _settle(runtime, group, await collect_team(runtime, group, records))
+
+
+async def _finished(
+    runtime: WorkerRuntime, group: GroupPayload, record: MemberRecord
+) -> dict[str, Any]:
+    return await _settle(runtime, group, await finish_chain(runtime, group, record))
+
+
+async def _settle(
+    runtime: WorkerRuntime, group: GroupPayload, record: MemberRecord
+) -> dict[str, Any]:
     """A member group hands its record on; the root one raises its failure (Flower: FAILURE).
     The root of a background entry's run also counts the run."""
     if group.background:
         message = record.message if record.status == "ok" else None
         error = None if message is not None else record.exception()
-        runtime.loop.run(
-            finish_background_run(runtime, group.background, group.run_id, message, error)
-        )
+        await finish_background_run(runtime, group.background, group.run_id, message, error)
     if group.lineage:
         return record.dump()
     if record.status != "ok" or record.message is None:
