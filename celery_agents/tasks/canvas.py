@@ -72,10 +72,14 @@ class _Builder:
             else:
                 member_handoff = handoff if index == 0 else None
             below = _Place((*place.lineage, me), (*place.position, index), prefixes, forwarded)
-            last = folded and index == len(node.members) - 1
-            members.append(
-                self.node(member, _new_id(), below, member_handoff, finish=end if last else None)
+            last = index == len(node.members) - 1
+            signature = self.node(
+                member, _new_id(), below, member_handoff, finish=end if folded and last else None
             )
+            if isinstance(node, ChainNode) and isinstance(member, AgentNode) and not last:
+                # The next stage gets this one's result in its message: none is stored.
+                signature.set(ignore_result=True)
+            members.append(signature)
         summary: dict[str, object] = {
             "team" if isinstance(node, TeamNode) else "team_run": node.name
         }

@@ -75,7 +75,6 @@ def register_tasks(app: Celery) -> None:
         _refuse_extras(runtime, self.request.id, args, kwargs)
         tree = runtime.loop.run(_parse(runtime, TreePayload, payload, self.request.id))
         runtime.loop.run(_started(runtime, tree))
-        runtime.loop.run(_remember_tree(runtime, tree))
         try:
             build_canvas(app, tree).apply_async()
         except Exception as exc:  # the broker refused: say so on the run's stream
@@ -195,30 +194,16 @@ async def _parse(runtime: WorkerRuntime, model: Any, raw: Any, task_id: str) -> 
 
 
 async def _started(runtime: WorkerRuntime, tree: TreePayload) -> None:
+    """Record the tree as running, keep its payload while it runs (if it fails, its dead
+    letter needs it), then publish its start: one round trip."""
+    ttl = runtime.settings.result_ttl
     async with runtime.redis.pipeline(transaction=False) as pipe:
-        write_state(
-            pipe,
-            runtime.keys,
-            tree.run_id,
-            "running",
-            runtime.settings.result_ttl,
-            worker=runtime.hostname,
-        )
-        await pipe.execute()
-    await _channel(runtime, tree.run_id, tree.node.name).emit(
-        RunStarted(
+        write_state(pipe, runtime.keys, tree.run_id, "running", ttl, worker=runtime.hostname)
+        pipe.set(runtime.keys.tree_payload(tree.run_id), tree.model_dump_json(), ex=ttl)
+        started = RunStarted(
             run_id=tree.run_id, agent=tree.node.name, model=tree.node.kind, worker=runtime.hostname
         )
-    )
-
-
-async def _remember_tree(runtime: WorkerRuntime, tree: TreePayload) -> None:
-    """Keep the tree's payload while it runs: if it fails, its dead letter needs it."""
-    await runtime.redis.set(
-        runtime.keys.tree_payload(tree.run_id),
-        tree.model_dump_json(),
-        ex=runtime.settings.result_ttl,
-    )
+        await runtime.publisher.publish_to([(tree.run_id, started)], after=pipe)
 
 
 def _channel(runtime: WorkerRuntime, run_id: str, name: str) -> RunChannel:
