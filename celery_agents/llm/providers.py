@@ -1,11 +1,16 @@
 """``ModelFactory``: turns ``provider:name`` into a ``Model``, on workers (where keys live).
 
-One ``AsyncOpenAI`` client per provider is shared by all runs of the worker process.
+A few ``AsyncOpenAI`` clients per provider are shared by all runs of the worker process, taken
+in turn (``CLIENT_SHARDS``): a worker keeps hundreds of model calls in flight, and one client's
+HTTP pool scans all of its connections on every request and response, and keeps only 100 of
+them alive (openai's default), reconnecting for every call beyond that. Smaller pools that keep
+every connection they open cost a fraction of that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -24,6 +29,8 @@ if TYPE_CHECKING:
     from .local import LocalModelProcess
 
 _NO_KEY = "not-needed"  # OpenAI-compatible servers that take no key still want a header
+CLIENT_SHARDS = 32
+CONNECTIONS = 1000  # per provider and worker process, over all its clients (openai's default)
 
 
 class ModelFactory:
@@ -36,7 +43,8 @@ class ModelFactory:
         self._on_throttle = on_throttle
         self._settings = settings
         self._manifest = manifest
-        self._clients: dict[str, AsyncOpenAI] = {}
+        self._clients: dict[str, list[AsyncOpenAI]] = {}
+        self._turn = itertools.count()
         self._local: LocalModelProcess | None = None
         self._retry = RetryPolicy(
             max_retries=settings.model_max_retries,
@@ -53,10 +61,10 @@ class ModelFactory:
         if provider == "test":
             return offline_model(name)
         spec = self._manifest.provider(provider)
-        client = self._clients.get(provider) or await self._client(provider, spec)
+        clients = self._clients.get(provider) or await self._create_clients(provider, spec)
         throttle = self._on_throttle
         return OpenAIModel(
-            client,
+            clients[next(self._turn) % len(clients)],
             name,
             ref=ref,
             retry=self._retry,
@@ -64,21 +72,30 @@ class ModelFactory:
             on_throttle=(lambda seconds: throttle(provider, seconds)) if throttle else None,
         )
 
-    async def _client(self, provider: str, spec: ProviderSpec) -> AsyncOpenAI:
+    async def _create_clients(self, provider: str, spec: ProviderSpec) -> list[AsyncOpenAI]:
         base_url = spec.base_url
         if provider == "local" and base_url is None:
             base_url = self._settings.local_base_url or await self._local_server_url()
+        key = _api_key(provider, spec)
+        per_client = CONNECTIONS // CLIENT_SHARDS
+        limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
+            max_connections=per_client, max_keepalive_connections=per_client
+        )
         try:
-            client = AsyncOpenAI(
-                api_key=_api_key(provider, spec),
-                base_url=base_url,
-                default_headers=spec.default_headers or None,
-                max_retries=0,  # our retry loop honours retry-after and knows about streams
-            )
+            clients = [
+                AsyncOpenAI(
+                    api_key=key,
+                    base_url=base_url,
+                    default_headers=spec.default_headers or None,
+                    max_retries=0,  # our retry loop honours retry-after and knows about streams
+                    http_client=openai.DefaultAsyncHttpxClient(limits=limits),
+                )
+                for _ in range(CLIENT_SHARDS)
+            ]
         except openai.OpenAIError as exc:
             raise ConfigError(f"provider {provider!r}: {exc}", provider=provider) from None
-        self._clients[provider] = client
-        return client
+        self._clients[provider] = clients
+        return clients
 
     async def _local_server_url(self) -> str:
         from .local import ensure_local_server  # optional extra: imported only when used
@@ -87,8 +104,9 @@ class ModelFactory:
         return self._local.base_url
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.close()
+        for clients in self._clients.values():
+            for client in clients:
+                await client.close()
         self._clients.clear()
         if self._local is not None:
             self._local.stop()

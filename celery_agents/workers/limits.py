@@ -110,6 +110,9 @@ class LeasePool:
         self._released.set()
 
 
+BACKOFF_FRESH = 0.1  # seconds a read of the fleet's backoff is trusted
+
+
 class ProviderLimiter:
     """The limits of one provider, shared through Redis by every worker."""
 
@@ -135,6 +138,9 @@ class ProviderLimiter:
             else None
         )
         self.backoff_key = f"{base}:backoff"
+        # The fleet's backoff, as last read (until, read at): every request would otherwise
+        # cost a round trip to learn that nobody has seen a 429.
+        self._backoff: tuple[float, float] = (0.0, float("-inf"))
         self._ttl_ms = int((limits.window_seconds * 2 + 60) * 1000)
         self._refill = (limits.tokens_per_minute or 0) / 60
 
@@ -194,14 +200,21 @@ class ProviderLimiter:
     async def back_off(self, seconds: float) -> None:
         """The provider said 429: every worker waits ``seconds`` before its next request."""
         until = time.time() + seconds
+        self._backoff = (max(until, self._backoff[0]), time.monotonic())
         current = await self.client.get(self.backoff_key)
         if current is None or float(current) < until:
             await self.client.set(self.backoff_key, repr(until), px=int(seconds * 1000) + 1)
 
     async def _wait_backoff(self) -> None:
-        until = await self.client.get(self.backoff_key)
-        if until is not None and float(until) > time.time():
-            await asyncio.sleep(float(until) - time.time())
+        """Wait out the fleet's backoff; read from Redis at most every ``BACKOFF_FRESH``
+        seconds (another worker's 429 reaches this one that much later, at most)."""
+        until, read_at = self._backoff
+        if time.monotonic() - read_at > BACKOFF_FRESH:
+            raw = await self.client.get(self.backoff_key)
+            until = max(float(raw) if raw is not None else 0.0, until)
+            self._backoff = (until, time.monotonic())
+        if until > time.time():
+            await asyncio.sleep(until - time.time())
 
 
 class LimitedModel:
