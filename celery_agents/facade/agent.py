@@ -133,7 +133,9 @@ class Agent(BackgroundMixin):
             route=route_of(queue, priority),
             tenant=tenant,
         )
-        return typed(await on_io(_run(payload, idempotency_key)), self.output_class)
+        running = _run(payload, idempotency_key)
+        del payload  # sent, it is not kept while the run goes (a client may wait on thousands)
+        return typed(await on_io(running), self.output_class)
 
     async def run_job(
         self,
@@ -367,15 +369,16 @@ class Agent(BackgroundMixin):
 
 async def _run(payload: RunPayload, idempotency_key: str | None = None) -> ChatMessage:
     wait = payload.timeout + WAIT_GRACE
+    client = get_client()
     if idempotency_key:
-        client = get_client()
         owner = await client.claim(idempotency_key, payload.run_id)
         if owner != payload.run_id:  # someone ran it already, or runs it now: attach
             return await wait_message(await client.watch(owner), wait)
-        watch = await start_run(payload)
+    watch = await start_run(payload)
+    del payload  # not held while waiting
+    if idempotency_key:
         await client.confirm(idempotency_key)
-        return await wait_message(watch, wait)
-    return await wait_message(await start_run(payload), wait)
+    return await wait_message(watch, wait)
 
 
 async def start_run(payload: RunPayload) -> RunWatch:

@@ -127,6 +127,8 @@ class EventHub:
         self._confirm: dict[str, deque[asyncio.Future[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._fills: set[asyncio.Task[None]] = set()
+        self._leaving: set[str] = set()
+        self._unsubscribing: asyncio.Task[None] | None = None
         self._started = False
         self._start_lock = asyncio.Lock()
         self._connected = asyncio.Event()
@@ -183,6 +185,8 @@ class EventHub:
         return watch
 
     async def unwatch(self, watch: RunWatch) -> None:
+        """Stop watching; the channel is left in the background (with others left meanwhile,
+        in one UNSUBSCRIBE), so the run's result never waits for it."""
         channel = self.keys.run_channel(watch.run_id)
         watchers = self._watches.get(channel)
         if not watchers or watch not in watchers:
@@ -190,9 +194,26 @@ class EventHub:
         watchers.discard(watch)
         if not watchers:
             del self._watches[channel]
-            if self._pubsub is not None:
-                with contextlib.suppress(RedisError, OSError):
-                    await self._pubsub.unsubscribe(channel)
+            self._leaving.add(channel)
+            if self._unsubscribing is None:
+                self._unsubscribing = asyncio.get_running_loop().create_task(self._leave())
+
+    async def _leave(self) -> None:
+        try:
+            while self._leaving:
+                # A channel watched again meanwhile stays (its SUBSCRIBE went out after).
+                channels = [c for c in self._leaving if c not in self._watches]
+                self._leaving.clear()
+                if channels and self._pubsub is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._pubsub.unsubscribe(*channels)
+                        # Watched again while that went out: subscribe again (its
+                        # confirmation reads back anything missed from the log).
+                        again = [c for c in channels if c in self._watches]
+                        if again:
+                            await self._pubsub.subscribe(*again)
+        finally:
+            self._unsubscribing = None
 
     def request_fill(self, watch: RunWatch) -> None:
         task = asyncio.get_running_loop().create_task(self._safe_fill(watch))
@@ -281,9 +302,12 @@ class EventHub:
                     self.request_fill(watch)
 
     async def close(self) -> None:
-        for task in [*self._tasks, *self._fills]:
+        pending = [*self._tasks, *self._fills]
+        if self._unsubscribing is not None:
+            pending.append(self._unsubscribing)
+        for task in pending:
             task.cancel()
-        for task in [*self._tasks, *self._fills]:
+        for task in pending:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
