@@ -16,6 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from celery import Celery
 from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
 
 from ..config.manifest import AgentsManifest
 from ..config.settings import Settings
@@ -39,6 +40,18 @@ CLAIM_TTL = 60  # seconds an idempotency claim lives before its run is queued
 CLIENT_CONNECTIONS = 32  # the facade's Redis pool, at most (its pub/sub has its own)
 CLIENT_NAME = "celery-agents-client"  # how the facade's connections show in CLIENT LIST
 
+# KEYS: the run's record, the queue's list. ARGV: now, record ttl, the task message, then the
+# task-sent event's channel and message, if any. The record says "queued" unless a worker
+# already wrote more (the run may have started already, if this is sent again).
+_ENQUEUE = """
+redis.call('HSETNX', KEYS[1], 'state', 'queued')
+redis.call('HSETNX', KEYS[1], 'queued_at', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('LPUSH', KEYS[2], ARGV[3])
+if ARGV[4] then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+return 1
+"""
+
 
 class AgentsClient:
     """Sends runs and watches their events. Use through ``get_client()``."""
@@ -56,6 +69,7 @@ class AgentsClient:
         self._publisher: EventPublisher | None = None
         self._worker_tools: tuple[float, set[str]] = (0.0, set())
         self._direct: DirectSend | object | None = _UNSET
+        self._enqueue: AsyncScript | None = None
 
     # Everything below runs on the I/O loop.
 
@@ -138,18 +152,19 @@ class AgentsClient:
         pipe.expire(key, self.settings.result_ttl)
 
     async def enqueue(self, payload: RunPayload | TreePayload) -> None:
-        """Record the run as queued and send its task: on a Redis broker one pipeline for
-        both, else the record's round trip beside Celery's send."""
+        """Record the run as queued and send its task: on a Redis broker one script for
+        both (one command, one round trip), else the record's round trip beside Celery's
+        send."""
         push = self._push(payload)
         if push is None:
             await self._enqueue_through_celery(payload)
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            self._record_queued(pipe, payload.run_id)
-            pipe.lpush(push.key, push.message)
-            if push.event is not None:
-                pipe.publish(*push.event)
-            await pipe.execute()
+        if self._enqueue is None:
+            self._enqueue = self.redis.register_script(_ENQUEUE)
+        await self._enqueue(
+            keys=[self.keys.run_state(payload.run_id), push.key],
+            args=[time.time(), self.settings.result_ttl, push.message, *(push.event or ())],
+        )
 
     async def _enqueue_through_celery(self, payload: RunPayload | TreePayload) -> None:
         async def record() -> None:
@@ -233,6 +248,7 @@ class AgentsClient:
         if self._redis is not None:
             await self._redis.aclose()
         self._hub = self._redis = self._history = self._publisher = None
+        self._enqueue = None
 
 
 def _task_name(payload: RunPayload | TreePayload) -> str:

@@ -2,8 +2,8 @@
 
 ``put`` returns at once: the events go out on the next turn of the loop, together with any
 others put meanwhile, in one round trip. While a batch is on its way, new events gather for
-the next. ``flush`` waits until they are out: a run's start is in Redis before its model is
-called, so a worker that dies then still leaves it on record. ``close`` sends what is still
+the next. ``flush`` waits until they are out (a member's start is in Redis before its model is
+called, so a worker that dies then still leaves it on record). ``close`` sends what is still
 waiting ahead of the run's terminal event, in the round trip that ends the run: a fast model's
 text and end go out together. A publish that failed fails the next ``put``, ``flush`` or
 ``close``, as an awaited publish would have.

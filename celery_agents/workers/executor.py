@@ -142,7 +142,10 @@ async def _execute_claimed(
             worker=runtime.hostname,
         )
     )
-    await channel.flush()  # on record before the model is called (or a tool, or a check)
+    if payload.lineage:
+        # A member's start is on record before its model is called: if its worker dies, the
+        # Team's caller is told which members never ended. A single run's record says so.
+        await channel.flush()
     log.info(
         "run start run_id=%s agent=%s model=%s attempt=%d",
         run_id,
