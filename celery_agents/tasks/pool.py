@@ -1,15 +1,18 @@
-"""``AgentPool``: Celery's thread pool, with single agent runs carried on the event loop.
+"""``AgentPool``: Celery's thread pool, with agent runs carried on the event loop.
 
-A single run (``run_agent`` with no chord, chain or callback around it) waits on the model
-from start to end: it needs no thread of its own. Its coroutine goes straight onto the worker
-process's event loop, and Celery's request callbacks (task-started, the ack, task-succeeded or
+A run (``run_agent`` with no chord, group or callback around it) waits on the model from start
+to end: it needs no thread of its own. Its coroutine goes straight onto the worker process's
+event loop, and Celery's request callbacks (task-started, the ack, task-succeeded or
 task-failed) are called as a pool thread would call them. So a process keeps hundreds of runs
-in flight without a thread each, and a run costs no thread hand-offs.
+in flight without a thread each, and a run costs no thread hand-offs. A TeamRun stage is such
+a run too: when it ends, the next step of its chain is sent as Celery's tracer sends it
+(``signature(chain[-1]).apply_async((result,), chain=chain[:-1], ...)``), before the ack.
 
-Everything else goes through the threads as usual: Team and TeamRun tasks, their members, and
-a run that must wait (tenant at its cap, held by another execution, already ended), which the
-traced path retries or drops. A single run's Celery result is not stored: nobody reads it
-(the caller has the run's events; Flower has the task events, result included).
+Everything else goes through the threads as usual: Team and TeamRun tasks, Team members (a
+chord needs their stored results), and a run that must wait (tenant at its cap, held by
+another execution, already ended), which the traced path retries or drops. A run carried on
+the loop stores no Celery result: nobody reads it (the caller has the run's events, the next
+stage has it in its message; Flower has the task events, result included).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from billiard.einfo import ExceptionInfo
+from celery.canvas import signature
 from celery.concurrency.thread import ApplyResult
 from celery.concurrency.thread import TaskPool as ThreadTaskPool
 from kombu.serialization import loads
@@ -56,13 +60,13 @@ class AgentPool(ThreadTaskPool):  # type: ignore[misc]
         single = _single_run(args or ())
         if single is None or callback is None:
             return super().on_apply(target, args, kwargs, callback, accept_callback, **options)
-        task_id, payload = single
+        task_id, payload, previous, chain, request = single
         runtime = get_runtime()
         if accept_callback is not None:
             accept_callback(os.getpid(), time.monotonic())
         started = time.monotonic()
         future = asyncio.run_coroutine_threadsafe(
-            run_single(runtime, payload, task_id), runtime.loop.loop
+            run_single(runtime, payload, task_id, previous), runtime.loop.loop
         )
         self._direct.add(future)
 
@@ -73,7 +77,13 @@ class AgentPool(ThreadTaskPool):  # type: ignore[misc]
                 super(AgentPool, self).on_apply(
                     target, args, kwargs, callback, accept_callback, **options
                 )
-            elif error is not None:
+                return
+            if error is None and chain:
+                try:
+                    self._continue(chain, done.result(), task_id, request)
+                except Exception as exc:  # the broker refused the next step
+                    error = exc
+            if error is not None:
                 info = ExceptionInfo((type(error), error, error.__traceback__))
                 callback((True, info, time.monotonic() - started))
             else:
@@ -81,6 +91,19 @@ class AgentPool(ThreadTaskPool):  # type: ignore[misc]
 
         future.add_done_callback(finished)
         return ApplyResult(future)
+
+    def _continue(
+        self, chain: list[Any], result: Any, task_id: str, request: dict[str, Any]
+    ) -> None:
+        """Send the next step of the chain this run is in, as Celery's tracer does."""
+        delivery = request.get("delivery_info") or {}
+        signature(chain[-1], app=self.app).apply_async(
+            (result,),
+            chain=chain[:-1],
+            parent_id=task_id,
+            root_id=request.get("root_id") or task_id,
+            priority=delivery.get("priority"),
+        )
 
     def on_stop(self) -> None:
         """Warm shutdown: the runs on the loop finish first, like those on threads."""
@@ -91,8 +114,11 @@ class AgentPool(ThreadTaskPool):  # type: ignore[misc]
         super().on_stop()
 
 
-def _single_run(args: tuple[Any, ...]) -> tuple[str, Any] | None:
-    """(task id, payload) if the message is a single ``run_agent`` with nothing around it."""
+def _single_run(
+    args: tuple[Any, ...],
+) -> tuple[str, Any, Any, list[Any] | None, dict[str, Any]] | None:
+    """(task id, payload, previous stage's record, chain to continue, request) if the message
+    is a ``run_agent`` with nothing around it but, maybe, the rest of its chain."""
     if len(args) != 6:
         return None
     name, task_id, headers, body, content_type, content_encoding = args
@@ -103,7 +129,9 @@ def _single_run(args: tuple[Any, ...]) -> tuple[str, Any] | None:
         call_args, call_kwargs, embed = decoded
     except Exception:  # malformed: the traced path reports it
         return None
-    extras = {k: v for k, v in (embed or {}).items() if v}
-    if call_args or set(call_kwargs) != {"payload"} or extras:
+    embed = embed or {}
+    extras = {k: v for k, v in embed.items() if v and k != "chain"}
+    if len(call_args) > 1 or set(call_kwargs) != {"payload"} or extras:
         return None
-    return task_id, call_kwargs["payload"]
+    previous = call_args[0] if call_args else None
+    return task_id, call_kwargs["payload"], previous, embed.get("chain") or None, headers

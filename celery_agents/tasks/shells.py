@@ -104,9 +104,12 @@ def register_tasks(app: Celery) -> None:
         return runtime.loop.run(_finished(runtime, group, record))
 
 
-async def run_single(runtime: WorkerRuntime, raw: Any, task_id: str) -> dict[str, Any]:
-    """A single run, as ``AgentPool`` carries it on the loop (no thread, nothing around it)."""
-    return await _run_agent(runtime, raw, None, task_id)
+async def run_single(
+    runtime: WorkerRuntime, raw: Any, task_id: str, previous: Any = None
+) -> dict[str, Any]:
+    """A run as ``AgentPool`` carries it on the loop (no thread; a single run, or a TeamRun
+    stage with ``previous``, the stage before's record)."""
+    return await _run_agent(runtime, raw, previous, task_id)
 
 
 async def _run_agent(
