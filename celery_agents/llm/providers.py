@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from .local import LocalModelProcess
 
 _NO_KEY = "not-needed"  # OpenAI-compatible servers that take no key still want a header
-CLIENT_SHARDS = 32
-CONNECTIONS = 1000  # per provider and worker process, over all its clients (openai's default)
+CLIENT_SHARDS = 64
+CONNECTIONS = 1024  # per provider and worker process, over all its clients (openai's: 1000)
 
 
 class ModelFactory:
@@ -77,7 +77,7 @@ class ModelFactory:
         if provider == "local" and base_url is None:
             base_url = self._settings.local_base_url or await self._local_server_url()
         key = _api_key(provider, spec)
-        per_client = CONNECTIONS // CLIENT_SHARDS
+        per_client = CONNECTIONS // CLIENT_SHARDS  # 16: round robin spreads the calls evenly
         limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
             max_connections=per_client, max_keepalive_connections=per_client
         )
