@@ -10,9 +10,11 @@ every connection they open cost a fraction of that.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import itertools
 import os
 from collections.abc import Awaitable, Callable
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import openai
@@ -78,9 +80,10 @@ class ModelFactory:
             base_url = self._settings.local_base_url or await self._local_server_url()
         key = _api_key(provider, spec)
         per_client = CONNECTIONS // CLIENT_SHARDS  # 16: round robin spreads the calls evenly
-        limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
-            max_connections=per_client, max_keepalive_connections=per_client
-        )
+        http = _http_library()
+        limits = http.Limits(max_connections=per_client, max_keepalive_connections=per_client)
+        # One TLS context for all (each would load the CA store again: ~0.9 MB a client).
+        tls = http.create_ssl_context()
         try:
             clients = [
                 AsyncOpenAI(
@@ -88,7 +91,7 @@ class ModelFactory:
                     base_url=base_url,
                     default_headers=spec.default_headers or None,
                     max_retries=0,  # our retry loop honours retry-after and knows about streams
-                    http_client=openai.DefaultAsyncHttpxClient(limits=limits),
+                    http_client=openai.DefaultAsyncHttpxClient(limits=limits, verify=tls),
                 )
                 for _ in range(CLIENT_SHARDS)
             ]
@@ -110,6 +113,11 @@ class ModelFactory:
         self._clients.clear()
         if self._local is not None:
             self._local.stop()
+
+
+def _http_library() -> ModuleType:
+    """The HTTP library openai builds on (``httpx``, or ``httpx2`` in newer releases)."""
+    return importlib.import_module(type(openai.DEFAULT_CONNECTION_LIMITS).__module__.split(".")[0])
 
 
 def _api_key(provider: str, spec: ProviderSpec) -> str | None:
