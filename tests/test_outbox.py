@@ -14,6 +14,7 @@ from celery_agents.keys import Keys
 from celery_agents.messages import ChatMessage
 from celery_agents.streaming.outbox import Outbox
 from celery_agents.streaming.publisher import EventPublisher
+from tests.faults.test_redis_restart import Restartable
 
 KEYS = Keys("outbox-test")
 
@@ -57,3 +58,26 @@ async def test_a_failed_publish_fails_the_runs_next_flush(agents_redis_url: str)
     with pytest.raises(RedisConnectionError):
         await outbox.flush()
     await client.aclose()
+
+
+async def test_events_lost_with_redis_go_out_again_with_the_runs_end() -> None:
+    redis_server = Restartable()
+    client = aioredis.Redis.from_url(redis_server.url)  # no retries: a lost connection fails
+    try:
+        publisher = EventPublisher(client, KEYS, log_cap=100, ttl=60)
+        await publisher.publish(TextDelta(run_id="warm-up", text="."))
+        run_id = uuid.uuid4().hex
+        outbox = Outbox(publisher)
+        redis_server.down()
+        outbox.put([(run_id, TextDelta(run_id=run_id, text="while Redis was down"))])
+        with pytest.raises(RedisConnectionError):
+            await outbox.flush()
+        redis_server.up()
+        done = RunDone(run_id=run_id, message=ChatMessage(content="end", role="assistant"))
+        await outbox.close([(run_id, done)])
+        logged = [parse_event(raw) for raw in await client.lrange(KEYS.run_log(run_id), 0, -1)]
+    finally:
+        await client.aclose()
+        redis_server.stop()
+    assert [e.kind for e in logged] == ["text.delta", "run.done"]
+    assert [e.seq for e in logged] == [1, 2]

@@ -5,8 +5,9 @@ others put meanwhile, in one round trip. While a batch is on its way, new events
 the next. ``flush`` waits until they are out (a member's start is in Redis before its model is
 called, so a worker that dies then still leaves it on record). ``close`` sends what is still
 waiting ahead of the run's terminal event, in the round trip that ends the run: a fast model's
-text and end go out together. A publish that failed fails the next ``put``, ``flush`` or
-``close``, as an awaited publish would have.
+text and end go out together. A publish that failed fails the next ``put`` or ``flush``, as an
+awaited publish would have (the run then fails); its events stay waiting, so ``close`` sends
+them again ahead of the terminal event once Redis answers.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Outbox:
         elif sending is not None:  # not started yet: what it would send goes with the end
             sending.cancel()
             self._sending = None
-        self._raise_failure()
+        self._failed = None  # what failed is still waiting: it is sent again now
         batch, self._waiting = [*self._waiting, *targets], []
         await self._publisher.publish_to(batch, after=after)
 
@@ -60,7 +61,11 @@ class Outbox:
             while self._waiting and not self._closing:
                 batch, self._waiting = self._waiting[:BATCH], self._waiting[BATCH:]
                 self._on_the_way = True
-                await self._publisher.publish_to(batch)
+                try:
+                    await self._publisher.publish_to(batch)
+                except Exception:
+                    self._waiting[:0] = batch  # kept, in order, for the next try
+                    raise
                 self._on_the_way = False
         except Exception as exc:
             self._failed = exc
