@@ -12,6 +12,8 @@ from pathlib import Path
 
 from celery import Celery
 
+from celery_agents.embedded.processes import end_process
+
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 QUEUE = "bare"
 
@@ -51,13 +53,7 @@ class BareWorker:
         return self.process.pid
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, timeout)
 
 
 def start_bare_worker(redis_url: str, *, pool: str = "threads", concurrency: int = 8) -> BareWorker:

@@ -27,6 +27,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from celery_agents.embedded.processes import end_process
 from celery_agents.errors import ConfigError
 
 __all__ = [
@@ -107,13 +108,7 @@ class RedisServer:
 
         Safe to call more than once.
         """
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, timeout)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     @property

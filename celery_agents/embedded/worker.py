@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,7 @@ import redis
 
 from ..errors import ConfigError
 from ..keys import Keys
+from .processes import end_process
 
 
 @dataclass
@@ -34,13 +34,7 @@ class WorkerProcess:
             return ""
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, timeout)
         if not os.environ.get("CELERY_AGENTS_KEEP_LOGS"):
             self.log_path.unlink(missing_ok=True)
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from celery import Celery
-from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
 from ..config.manifest import AgentsManifest
@@ -34,20 +33,19 @@ from ..tasks.payload import RunPayload
 from ..tasks.tree import TreePayload
 
 _WORKER_TOOLS_TTL = 5.0
-_UNSET = object()
 log = logging.getLogger(__name__)
 CLAIM_TTL = 60  # seconds an idempotency claim lives before its run is queued
 CLIENT_CONNECTIONS = 32  # the facade's Redis pool, at most (its pub/sub has its own)
 CLIENT_NAME = "celery-agents-client"  # how the facade's connections show in CLIENT LIST
 
-# KEYS: the run's record, the queue's list. ARGV: now, record ttl, the task message, then the
-# task-sent event's channel and message, if any. The record says "queued" unless a worker
-# already wrote more (the run may have started already, if this is sent again).
+# KEYS: the run's record, then (a direct send) the queue's list. ARGV: now, record ttl, then
+# the task message, and the task-sent event's channel and message, if any. The record says
+# "queued" unless a worker already wrote more (the send may race the run's start).
 _ENQUEUE = """
 redis.call('HSETNX', KEYS[1], 'state', 'queued')
 redis.call('HSETNX', KEYS[1], 'queued_at', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('LPUSH', KEYS[2], ARGV[3])
+if KEYS[2] then redis.call('LPUSH', KEYS[2], ARGV[3]) end
 if ARGV[4] then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return 1
 """
@@ -68,7 +66,8 @@ class AgentsClient:
         self._history: ConversationStore | None = None
         self._publisher: EventPublisher | None = None
         self._worker_tools: tuple[float, set[str]] = (0.0, set())
-        self._direct: DirectSend | object | None = _UNSET
+        # On a Redis broker that is our Redis, runs are sent without Celery's producer.
+        self.direct = DirectSend.for_settings(self.app, self.settings)
         self._enqueue: AsyncScript | None = None
 
     # Everything below runs on the I/O loop.
@@ -108,12 +107,6 @@ class AgentsClient:
             self._history = ConversationStore(self.redis, self.keys, ttl=self.settings.history_ttl)
         return self._history
 
-    @property
-    def direct(self) -> DirectSend | None:
-        if self._direct is _UNSET:
-            self._direct = DirectSend.for_settings(self.app, self.settings)
-        return self._direct  # type: ignore[return-value]
-
     def send(self, payload: RunPayload | TreePayload) -> None:
         """Queue the run's task through Celery's producer (blocking; thread-safe)."""
         self.app.send_task(
@@ -126,7 +119,7 @@ class AgentsClient:
         )
 
     def _push(self, payload: RunPayload | TreePayload) -> Push | None:
-        """The run's task as writes for our own pipeline, where the broker allows it."""
+        """The run's task as our own writes (``_record_queued``), where the broker allows it."""
         direct = self.direct
         if direct is None:
             return None
@@ -143,14 +136,6 @@ class AgentsClient:
             priority=options["priority"],
         )
 
-    def _record_queued(self, pipe: Pipeline, run_id: str) -> None:
-        """Record the run as queued, unless a worker already recorded more (so this write
-        may go out beside the send, in any order)."""
-        key = self.keys.run_state(run_id)
-        pipe.hsetnx(key, "state", "queued")
-        pipe.hsetnx(key, "queued_at", time.time())
-        pipe.expire(key, self.settings.result_ttl)
-
     async def enqueue(self, payload: RunPayload | TreePayload) -> None:
         """Record the run as queued and send its task: on a Redis broker one script for
         both (one command, one round trip), else the record's round trip beside Celery's
@@ -159,20 +144,21 @@ class AgentsClient:
         if push is None:
             await self._enqueue_through_celery(payload)
             return
+        await self._record_queued(payload.run_id, push)
+
+    async def _record_queued(self, run_id: str, push: Push | None = None) -> None:
+        """Record the run as queued; with ``push``, send it in the same call."""
         if self._enqueue is None:
             self._enqueue = self.redis.register_script(_ENQUEUE)
-        await self._enqueue(
-            keys=[self.keys.run_state(payload.run_id), push.key],
-            args=[time.time(), self.settings.result_ttl, push.message, *(push.event or ())],
-        )
+        keys = [self.keys.run_state(run_id)]
+        args: list[str | float] = [time.time(), self.settings.result_ttl]
+        if push is not None:
+            keys.append(push.key)
+            args += [push.message, *(push.event or ())]
+        await self._enqueue(keys=keys, args=args)
 
     async def _enqueue_through_celery(self, payload: RunPayload | TreePayload) -> None:
-        async def record() -> None:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                self._record_queued(pipe, payload.run_id)
-                await pipe.execute()
-
-        recording = asyncio.ensure_future(record())
+        recording = asyncio.ensure_future(self._record_queued(payload.run_id))
         await asyncio.sleep(0)  # the record's command goes out before the (blocking) send
         try:
             self.send(payload)

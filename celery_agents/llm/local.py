@@ -45,6 +45,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from celery_agents.embedded.processes import end_process
 from celery_agents.errors import ConfigError
 
 __all__ = [
@@ -214,13 +215,7 @@ class LocalModelProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the child (SIGTERM, then SIGKILL). Safe to call more than once."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, timeout)
         if self.process.stdout is not None:
             self.process.stdout.close()
 

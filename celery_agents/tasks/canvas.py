@@ -80,18 +80,14 @@ class _Builder:
                 # The next stage gets this one's result in its message: none is stored.
                 signature.set(ignore_result=True)
             members.append(signature)
-        summary: dict[str, object] = {
-            "team" if isinstance(node, TeamNode) else "team_run": node.name
-        }
-        ending = self.task(
-            COLLECT_TEAM if isinstance(node, TeamNode) else FINISH_CHAIN,
-            end.model_dump(mode="json"),
-            run_id,
-            summary,
-        )
+        ending = end.model_dump(mode="json")
         if isinstance(node, TeamNode):
-            return chord(group(members), ending)
-        return chain(*members) if folded else chain(*members, ending)
+            return chord(
+                group(members), self.task(COLLECT_TEAM, ending, run_id, {"team": node.name})
+            )
+        if folded:
+            return chain(*members)
+        return chain(*members, self.task(FINISH_CHAIN, ending, run_id, {"team_run": node.name}))
 
     def agent(
         self,

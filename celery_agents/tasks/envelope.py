@@ -1,9 +1,9 @@
 """``DirectSend``: a task message written straight into a Redis broker's queue list.
 
 Celery's producer sends a task with a blocking LPUSH (on a ``redis.Redis`` it builds per
-publish), then a blocking PUBLISH of the task-sent event. The client instead adds the same two
-writes to the pipeline that records the run as queued: one round trip on its own async
-connection, and the I/O loop never blocks. The bytes are Celery's own: protocol 2 headers and
+publish), then a blocking PUBLISH of the task-sent event. The client instead makes the same two
+writes in the script that records the run as queued: one call on its own async connection, and
+the I/O loop never blocks. The bytes are Celery's own: protocol 2 headers and
 body from ``app.amqp.as_task_v2``, wrapped the way kombu's Redis transport wraps them, so
 workers, Flower and redelivery cannot tell the difference (``tests/test_envelope.py`` compares
 a direct send with a Celery send, field by field).
@@ -31,6 +31,7 @@ from ..config.settings import Settings
 
 _EVENT_EXCHANGE = "celeryev"
 _SENT_EVENT = "task-sent"
+_SENT_ROUTING_KEY = "task.sent"  # Celery routes an event by its type, dashes as dots
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class DirectSend:
         self._sep = str(options.get("sep", "\x06\x16"))
         self._steps: list[int] = sorted(options.get("priority_steps", [0, 3, 6, 9]))
         self._events = events
-        self._event_channel = f"/{db}.{_EVENT_EXCHANGE}/{_SENT_EVENT.replace('-', '.')}"
+        self._event_channel = f"/{db}.{_EVENT_EXCHANGE}/{_SENT_ROUTING_KEY}"
         self._declared: set[str] = set()
         self._pid = -1
         self._origin = ""
@@ -135,7 +136,7 @@ class DirectSend:
                 "delivery_mode": 1,
                 "delivery_info": {
                     "exchange": _EVENT_EXCHANGE,
-                    "routing_key": _SENT_EVENT.replace("-", "."),
+                    "routing_key": _SENT_ROUTING_KEY,
                 },
                 "priority": 0,
             },

@@ -14,6 +14,7 @@ from celery.exceptions import Ignore
 
 from ..errors import CeleryAgentsError, InvalidPayloadError, RunError, RunTimeout
 from ..events import RunStarted
+from ..messages import ChatMessage
 from ..runstate import write_state
 from ..workers.background import finish_background_run
 from ..workers.channel import RunChannel
@@ -141,37 +142,41 @@ async def _run_admitted(
         mine = record.skipped()  # an earlier stage failed: carry its failure along
     else:
         try:
-            message = await execute_run(runtime, payload, previous=record)
+            message = await _executed(runtime, payload, record)
         except CeleryAgentsError as exc:
-            if payload.background:
-                await finish_background_run(runtime, payload.background, payload.run_id, None, exc)
             if not payload.lineage:
                 raise
-            mine = MemberRecord(
-                status="failed",
-                name=payload.agent.name,
-                run_id=payload.run_id,
-                position=payload.position,
-                error=exc.to_json(),
-            )
+            mine = _member(payload, status="failed", error=exc.to_json())
         else:
-            if payload.background:
-                await finish_background_run(
-                    runtime, payload.background, payload.run_id, message, None
-                )
             if not payload.lineage:
                 return message.model_dump(mode="json")
-            mine = MemberRecord(
-                status="ok",
-                name=payload.agent.name,
-                run_id=payload.run_id,
-                position=payload.position,
-                message=message,
-            )
+            mine = _member(payload, status="ok", message=message)
     if payload.finish is None:
         return mine.dump()
     # The TeamRun's last stage: its end is this task's too.
     return await _finished(runtime, payload.finish, mine)
+
+
+async def _executed(
+    runtime: WorkerRuntime, payload: RunPayload, previous: MemberRecord | None
+) -> ChatMessage:
+    """The run's message (or its error raised), counted for its background entry if any."""
+    try:
+        message = await execute_run(runtime, payload, previous=previous)
+    except CeleryAgentsError as exc:
+        if payload.background:
+            await finish_background_run(runtime, payload.background, payload.run_id, None, exc)
+        raise
+    if payload.background:
+        await finish_background_run(runtime, payload.background, payload.run_id, message, None)
+    return message
+
+
+def _member(payload: RunPayload, **fields: Any) -> MemberRecord:
+    """This run's record for its Team/TeamRun (its chord body or next chain stage)."""
+    return MemberRecord(
+        name=payload.agent.name, run_id=payload.run_id, position=payload.position, **fields
+    )
 
 
 def _refuse_extras(
