@@ -1,5 +1,8 @@
 """``OpenAIModel``: any OpenAI-compatible chat-completions endpoint, streamed, with retries.
 
+The call goes through ``ChatEndpoint`` (the SDK's pool and headers, our lean request and SSE
+parsing); its errors are the SDK's exception types, read here.
+
 Retries cover 408/409/429/5xx, timeouts and connection errors, honour ``retry-after``, and
 happen only before the first delta was passed on (a retry after that would repeat text).
 After the budget a ``ModelError`` names the provider, the status and the provider's message.
@@ -8,18 +11,17 @@ After the budget a ``ModelError`` names the provider, the status and the provide
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import openai
-from openai import AsyncOpenAI
 
 from ..errors import ModelError
 from ..messages import Usage
 from .base import ModelRequest, ModelResponse, ToolCallRequest
+from .chat_http import ChatEndpoint
 
 _RETRY_STATUS = frozenset({408, 409, 429})
 RETRY_AFTER_CAP = 60.0
@@ -44,20 +46,25 @@ _MIN_SECRET = 8  # shorter "keys" (placeholders like "none") are not worth hidin
 
 
 class OpenAIModel:
-    """A model behind an ``AsyncOpenAI`` client (shared per provider on a worker)."""
+    """A model behind a provider's endpoint (its pools shared by all runs of a worker).
+
+    ``secret`` is the provider's key, only to take it out of error messages that echo it.
+    """
 
     def __init__(
         self,
-        client: AsyncOpenAI,
+        endpoint: ChatEndpoint,
         model_name: str,
         *,
         ref: str,
         retry: RetryPolicy,
         request_timeout: float,
+        secret: str | None = None,
         on_throttle: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self._on_throttle = on_throttle
-        self._client = client
+        self._endpoint = endpoint
+        self._secret = secret
         self._model_name = model_name
         self._ref = ref
         self._retry = retry
@@ -89,7 +96,7 @@ class OpenAIModel:
                 if emitted or attempt >= self._retry.max_retries:
                     raise self._error(exc, attempt) from None
                 delay = self._retry.delay(attempt, None)
-            except (openai.OpenAIError, json.JSONDecodeError, ValueError, KeyError) as exc:
+            except (openai.OpenAIError, ValueError) as exc:
                 raise ModelError(
                     f"{self._ref}: malformed response from the model server: "
                     f"{self._redacted(str(exc))}",
@@ -100,29 +107,18 @@ class OpenAIModel:
             await asyncio.sleep(delay)
 
     async def _stream_once(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
-        kwargs = _request_kwargs(request)
-        # The SDK's overloads want TypedDicts; our messages are plain JSON dicts already.
-        create: Any = self._client.chat.completions.create
-        stream = await create(
-            model=self._model_name,
-            messages=request.messages,
-            stream=True,
-            stream_options={"include_usage": True},
-            timeout=self._timeout,
-            **kwargs,
-        )
+        body = _request_body(self._model_name, request)
         acc = _StreamAccumulator()
-        async with stream:
-            async for chunk in stream:
-                delta = acc.add(chunk)
-                if delta:
-                    yield delta
+        async for chunk in self._endpoint.stream(body, self._timeout):
+            delta = acc.add(chunk)
+            if delta:
+                yield delta
         yield acc.response(self._model_name)
 
     def _redacted(self, text: str) -> str:
         """``text`` without the provider's key (some servers echo it in their errors)."""
-        key = getattr(self._client, "api_key", None)
-        if isinstance(key, str) and len(key) >= _MIN_SECRET and key in text:
+        key = self._secret
+        if key is not None and len(key) >= _MIN_SECRET and key in text:
             return text.replace(key, "<redacted>")
         return text
 
@@ -142,7 +138,12 @@ class OpenAIModel:
 
 
 class _StreamAccumulator:
-    """Assembles streamed chunks (text, tool-call fragments, usage) into one response."""
+    """Assembles streamed chunks (text, tool-call fragments, usage) into one response.
+
+    Chunks are the JSON objects as sent; a field a server leaves out or sends as ``null`` is
+    the same as an empty one, a field of the wrong type is a ``TypeError`` or ``ValueError``
+    (a malformed response).
+    """
 
     def __init__(self) -> None:
         self.parts: list[str] = []
@@ -151,25 +152,41 @@ class _StreamAccumulator:
         self.finish_reason: str | None = None
         self.model: str | None = None
 
-    def add(self, chunk: Any) -> str:
-        self.model = self.model or getattr(chunk, "model", None)
-        if chunk.usage is not None:
+    def add(self, chunk: dict[str, Any]) -> str:
+        """The text delta of ``chunk`` ("" if none); its other parts are kept."""
+        try:
+            return self._add(chunk)
+        except (AttributeError, KeyError, TypeError) as exc:  # e.g. "choices": "x"
+            raise ValueError(
+                f"a stream chunk of an unexpected shape ({exc}): {chunk!r:.200}"
+            ) from None
+
+    def _add(self, chunk: dict[str, Any]) -> str:
+        self.model = self.model or chunk.get("model")
+        usage = chunk.get("usage")
+        if usage:
             self.usage = Usage(
-                input_tokens=chunk.usage.prompt_tokens or 0,
-                output_tokens=chunk.usage.completion_tokens or 0,
+                input_tokens=int(usage.get("prompt_tokens") or 0),
+                output_tokens=int(usage.get("completion_tokens") or 0),
             )
-        if not chunk.choices:
+        choices = chunk.get("choices")
+        if not choices:
             return ""
-        choice = chunk.choices[0]
-        self.finish_reason = choice.finish_reason or self.finish_reason
-        delta = choice.delta
-        for call in delta.tool_calls or ():
-            slot = self.calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
-            slot["id"] = call.id or slot["id"]
-            if call.function is not None:
-                slot["name"] += call.function.name or ""
-                slot["arguments"] += call.function.arguments or ""
-        text = delta.content or ""
+        choice = choices[0]
+        self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        delta = choice.get("delta") or {}
+        for call in delta.get("tool_calls") or ():
+            slot = self.calls.setdefault(
+                int(call.get("index") or 0), {"id": "", "name": "", "arguments": ""}
+            )
+            slot["id"] = call.get("id") or slot["id"]
+            function = call.get("function")
+            if function:
+                slot["name"] += function.get("name") or ""
+                slot["arguments"] += function.get("arguments") or ""
+        text = delta.get("content") or ""
+        if not isinstance(text, str):
+            raise ValueError(f"a delta's content is not text: {text!r}")
         if text:
             self.parts.append(text)
         return text
@@ -190,17 +207,25 @@ class _StreamAccumulator:
         )
 
 
-def _request_kwargs(request: ModelRequest) -> dict[str, Any]:
-    settings = request.settings.model_dump(exclude_none=True, exclude={"extra_body"})
-    if request.settings.extra_body:
-        settings["extra_body"] = request.settings.extra_body
+def _request_body(model_name: str, request: ModelRequest) -> dict[str, Any]:
+    """The JSON body of a streamed call: ``extra_body`` goes in at the top level, as the SDK
+    does, and may override what we set."""
+    settings = request.settings
+    body: dict[str, Any] = {
+        "model": model_name,
+        "messages": request.messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **settings.model_dump(exclude_none=True, exclude={"extra_body"}),
+    }
     if request.tools:
-        settings["tools"] = request.tools
+        body["tools"] = request.tools
     if request.tool_choice:
-        settings["tool_choice"] = request.tool_choice
+        body["tool_choice"] = request.tool_choice
     if request.response_format:
-        settings["response_format"] = request.response_format
-    return settings
+        body["response_format"] = request.response_format
+    body.update(settings.extra_body)
+    return body
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:

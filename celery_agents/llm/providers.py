@@ -1,7 +1,8 @@
 """``ModelFactory``: turns ``provider:name`` into a ``Model``, on workers (where keys live).
 
-A few ``AsyncOpenAI`` clients per provider are shared by all runs of the worker process, taken
-in turn (``CLIENT_SHARDS``): a worker keeps hundreds of model calls in flight, and one client's
+An ``AsyncOpenAI`` client reads a provider's configuration (URL, key, headers); the calls go
+through ``ChatEndpoint``s, several per provider, shared by all runs of the worker process and
+taken in turn (``CLIENT_SHARDS``): a worker keeps hundreds of model calls in flight, and one
 HTTP pool scans all of its connections on every request and response, and keeps only 100 of
 them alive (openai's default), reconnecting for every call beyond that. Smaller pools that keep
 every connection they open cost a fraction of that.
@@ -10,11 +11,9 @@ every connection they open cost a fraction of that.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import itertools
 import os
 from collections.abc import Awaitable, Callable
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 import openai
@@ -24,6 +23,7 @@ from ..config.manifest import AgentsManifest, ProviderSpec, parse_model_ref
 from ..config.settings import Settings
 from ..errors import ConfigError, UnknownProviderError
 from .base import Model
+from .chat_http import ChatEndpoint, http_library
 from .offline import offline_model
 from .openai_model import OpenAIModel, RetryPolicy
 
@@ -45,7 +45,7 @@ class ModelFactory:
         self._on_throttle = on_throttle
         self._settings = settings
         self._manifest = manifest
-        self._clients: dict[str, list[AsyncOpenAI]] = {}
+        self._endpoints: dict[str, tuple[list[ChatEndpoint], str | None]] = {}
         self._turn = itertools.count()
         self._local: LocalModelProcess | None = None
         self._retry = RetryPolicy(
@@ -63,42 +63,47 @@ class ModelFactory:
         if provider == "test":
             return offline_model(name)
         spec = self._manifest.provider(provider)
-        clients = self._clients.get(provider) or await self._create_clients(provider, spec)
+        known = self._endpoints.get(provider) or await self._create_endpoints(provider, spec)
+        endpoints, key = known
         throttle = self._on_throttle
         return OpenAIModel(
-            clients[next(self._turn) % len(clients)],
+            endpoints[next(self._turn) % len(endpoints)],
             name,
             ref=ref,
             retry=self._retry,
             request_timeout=self._settings.model_request_timeout,
+            secret=key,
             on_throttle=(lambda seconds: throttle(provider, seconds)) if throttle else None,
         )
 
-    async def _create_clients(self, provider: str, spec: ProviderSpec) -> list[AsyncOpenAI]:
+    async def _create_endpoints(
+        self, provider: str, spec: ProviderSpec
+    ) -> tuple[list[ChatEndpoint], str | None]:
         base_url = spec.base_url
         if provider == "local" and base_url is None:
             base_url = self._settings.local_base_url or await self._local_server_url()
         key = _api_key(provider, spec)
         per_client = CONNECTIONS // CLIENT_SHARDS  # 16: round robin spreads the calls evenly
-        http = _http_library()
+        http = http_library()
         limits = http.Limits(max_connections=per_client, max_keepalive_connections=per_client)
         # One TLS context for all (each would load the CA store again: ~0.9 MB a client).
         tls = http.create_ssl_context()
+        pools = [
+            openai.DefaultAsyncHttpxClient(limits=limits, verify=tls) for _ in range(CLIENT_SHARDS)
+        ]
         try:
-            clients = [
-                AsyncOpenAI(
-                    api_key=key,
-                    base_url=base_url,
-                    default_headers=spec.default_headers or None,
-                    max_retries=0,  # our retry loop honours retry-after and knows about streams
-                    http_client=openai.DefaultAsyncHttpxClient(limits=limits, verify=tls),
-                )
-                for _ in range(CLIENT_SHARDS)
-            ]
+            client = AsyncOpenAI(
+                api_key=key,
+                base_url=base_url,
+                default_headers=spec.default_headers or None,
+                max_retries=0,  # our retry loop honours retry-after and knows about streams
+                http_client=pools[0],
+            )
         except openai.OpenAIError as exc:
             raise ConfigError(f"provider {provider!r}: {exc}", provider=provider) from None
-        self._clients[provider] = clients
-        return clients
+        known = [ChatEndpoint.of(client, pool) for pool in pools], key
+        self._endpoints[provider] = known
+        return known
 
     async def _local_server_url(self) -> str:
         from .local import ensure_local_server  # optional extra: imported only when used
@@ -107,17 +112,12 @@ class ModelFactory:
         return self._local.base_url
 
     async def aclose(self) -> None:
-        for clients in self._clients.values():
-            for client in clients:
-                await client.close()
-        self._clients.clear()
+        for endpoints, _ in self._endpoints.values():
+            for endpoint in endpoints:
+                await endpoint.http.aclose()
+        self._endpoints.clear()
         if self._local is not None:
             self._local.stop()
-
-
-def _http_library() -> ModuleType:
-    """The HTTP library openai builds on (``httpx``, or ``httpx2`` in newer releases)."""
-    return importlib.import_module(type(openai.DEFAULT_CONNECTION_LIMITS).__module__.split(".")[0])
 
 
 def _api_key(provider: str, spec: ProviderSpec) -> str | None:

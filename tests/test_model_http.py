@@ -1,0 +1,129 @@
+"""``OpenAIModel`` over a real HTTP server: what it sends, what it assembles, how it fails.
+
+The worker's model calls skip the SDK's request layer (``llm/chat_http.py``); these tests hold
+that path to what the SDK did: the provider's URL, key and headers, ``extra_body`` at the top
+level, streamed text, tool calls and usage, and errors that name the status and the message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from celery_agents import Settings
+from celery_agents.config.manifest import AgentsManifest, ModelSettings
+from celery_agents.errors import ModelError
+from celery_agents.llm.base import Model, ModelRequest, ModelResponse
+from celery_agents.llm.providers import ModelFactory
+from celery_agents.testing.scripted_server import (
+    Fail,
+    Malformed,
+    Reply,
+    ScriptedModelServer,
+    ToolCallSpec,
+)
+
+KEY = "sk-test-0123456789abcdef"
+
+
+@pytest.fixture
+async def models(
+    scripted_model: ScriptedModelServer, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[ModelFactory]:
+    monkeypatch.setenv("HTTP_TEST_KEY", KEY)
+    manifest = AgentsManifest.model_validate(
+        {
+            "providers": {
+                "p": {
+                    "base_url": scripted_model.url,
+                    "api_key_env": "HTTP_TEST_KEY",
+                    "default_headers": {"X-Team": "blue"},
+                }
+            }
+        }
+    )
+    factory = ModelFactory(Settings(model_max_retries=1, model_retry_base_delay=0.01), manifest)
+    yield factory
+    await factory.aclose()
+
+
+async def call(model: Model, request: ModelRequest) -> tuple[list[str], ModelResponse]:
+    deltas: list[str] = []
+    async for item in model.stream(request):
+        if isinstance(item, str):
+            deltas.append(item)
+        else:
+            return deltas, item
+    raise AssertionError("the stream ended without a response")
+
+
+def ask(text: str, **settings: object) -> ModelRequest:
+    return ModelRequest(
+        messages=[{"role": "user", "content": text}],
+        settings=ModelSettings.model_validate(settings),
+    )
+
+
+async def test_text_and_usage_are_streamed_and_assembled(
+    models: ModelFactory, scripted_model: ScriptedModelServer
+) -> None:
+    scripted_model.script(Reply("one two three", usage=(11, 3)))
+    deltas, response = await call(await models.get("p:m"), ask("hi"))
+    assert len(deltas) > 1 and "".join(deltas) == "one two three"
+    assert response.text == "one two three"
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (11, 3)
+    assert response.finish_reason == "stop"
+
+
+async def test_the_request_carries_the_providers_url_key_headers_and_settings(
+    models: ModelFactory, scripted_model: ScriptedModelServer
+) -> None:
+    request = ask("hi", temperature=0.5, max_tokens=7, extra_body={"top_k": 3, "stream": True})
+    await call(await models.get("p:m"), request)
+    [sent] = scripted_model.requests
+    assert sent.path == "/v1/chat/completions"
+    assert sent.headers["authorization"] == "<redacted>"  # sent; the server hides its value
+    assert sent.headers["x-team"] == "blue"
+    assert sent.body["model"] == "m" and sent.stream
+    assert sent.body["messages"] == [{"role": "user", "content": "hi"}]
+    assert sent.body["stream_options"] == {"include_usage": True}
+    assert (sent.body["temperature"], sent.body["max_tokens"], sent.body["top_k"]) == (0.5, 7, 3)
+
+
+async def test_tool_call_fragments_become_whole_calls(
+    models: ModelFactory, scripted_model: ScriptedModelServer
+) -> None:
+    calls = (ToolCallSpec("add", {"a": 1, "b": 2}, id="c1"), ToolCallSpec("shout", {"s": "x"}))
+    scripted_model.script(Reply(tool_calls=calls))
+    _, response = await call(await models.get("p:m"), ask("hi"))
+    assert [(c.id, c.name) for c in response.tool_calls] == [("c1", "add"), ("call_1", "shout")]
+    assert json.loads(response.tool_calls[0].arguments) == {"a": 1, "b": 2}
+    assert response.finish_reason == "tool_calls"
+
+
+async def test_a_client_error_names_the_status_and_the_providers_message(
+    models: ModelFactory, scripted_model: ScriptedModelServer
+) -> None:
+    scripted_model.script(Fail(422, message=f"no such field (key {KEY})"))
+    with pytest.raises(ModelError, match="p:m: model request failed: HTTP 422: no such field") as e:
+        await call(await models.get("p:m"), ask("hi"))
+    assert KEY not in str(e.value) and "<redacted>" in str(e.value)
+    assert e.value.details["status_code"] == 422
+
+
+async def test_a_server_error_is_retried_then_answered(
+    models: ModelFactory, scripted_model: ScriptedModelServer
+) -> None:
+    scripted_model.script(Fail(503, retry_after=0.01), Reply("fine"))
+    _, response = await call(await models.get("p:m"), ask("hi"))
+    assert response.text == "fine" and scripted_model.request_count == 2
+
+
+async def test_an_answer_that_is_not_an_event_stream_is_named(
+    models: ModelFactory, scripted_model: ScriptedModelServer
+) -> None:
+    scripted_model.script(Malformed("body"))
+    with pytest.raises(ModelError, match="malformed response.*expected an event stream"):
+        await call(await models.get("p:m"), ask("hi"))
