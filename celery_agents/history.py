@@ -44,10 +44,25 @@ class ConversationStore:
             self._keys.conversation(conversation_id),
             self._keys.conversation_runs(conversation_id),
         ]
-        args: list[str | int] = [run_id, self._ttl, *(m.model_dump_json() for m in messages)]
+        args: list[str | int] = [run_id, self._ttl, *_dumped(messages)]
         return bool(await self._append(keys=keys, args=args))
+
+    def append_in(
+        self, pipe: Pipeline, conversation_id: str, run_id: str, messages: list[ChatMessage]
+    ) -> None:
+        """Queue ``append`` on ``pipe`` (a run's final round trip). As ``EVAL``, not
+        ``EVALSHA``: a Redis that lost its scripts (restarted) still appends, in order."""
+        keys = [
+            self._keys.conversation(conversation_id),
+            self._keys.conversation_runs(conversation_id),
+        ]
+        pipe.eval(_APPEND_ONCE, len(keys), *keys, run_id, self._ttl, *_dumped(messages))
 
     async def clear(self, conversation_id: str) -> None:
         await self._redis.delete(
             self._keys.conversation(conversation_id), self._keys.conversation_runs(conversation_id)
         )
+
+
+def _dumped(messages: list[ChatMessage]) -> list[str]:
+    return [m.model_dump_json() for m in messages]

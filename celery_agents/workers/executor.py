@@ -160,7 +160,7 @@ async def _execute_claimed(
             if payload.tenant is not None:  # before any model call
                 await check_budget(runtime.redis, runtime.keys, runtime.manifest, payload.tenant)
             messages = runtime.history.parse(history)  # a bad entry fails the run, reported
-            message = await _run(runtime, payload, channel, previous, started, messages)
+            user, message = await _run(runtime, payload, channel, previous, started, messages)
             if payload.tenant:
                 await spend(
                     runtime.redis,
@@ -186,9 +186,11 @@ async def _execute_claimed(
         error = RunError(f"run {run_id} failed: {type(exc).__name__}: {exc}", run_id=run_id)
     else:
         ttl = runtime.settings.result_ttl
-        # One round trip: the usage and the record first, then the result event, so whoever
-        # sees the result reads the final state and the rolled-up usage.
+        # One round trip: the history, the usage and the record first, then the result event,
+        # so whoever sees the result reads the final state, the rolled-up usage and the turn.
         async with runtime.redis.pipeline(transaction=False) as pipe:
+            if payload.store_history:  # written before the result is out, as in one call
+                runtime.history.append_in(pipe, payload.conversation_id, run_id, [user, message])
             usage = message.usage or Usage()
             add_usage(pipe, runtime.keys, channel.lineage, usage, message.cost, ttl=ttl)
             record_run(
@@ -225,7 +227,8 @@ async def _run(
     previous: MemberRecord | None,
     started: float,
     history: list[ChatMessage],
-) -> ChatMessage:
+) -> tuple[ChatMessage, ChatMessage]:
+    """The run's prompt (as the user's message) and its answer."""
     agent = payload.agent
     tools = _registered_tools(runtime, payload)
     model = runtime.limited(await runtime.models.get(agent.model))
@@ -261,9 +264,7 @@ async def _run(
         tool_calls=result.tool_calls,
         forwarded_from=payload.forwarded_from,
     )
-    if payload.store_history:
-        await runtime.history.append(payload.conversation_id, payload.run_id, [user, message])
-    return message
+    return user, message
 
 
 def _registered_tools(runtime: WorkerRuntime, payload: RunPayload) -> dict[str, Tool]:
