@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 import redis
+from celery import Celery, chain, signature
+from celery.canvas import Signature
 
 from celery_agents import Settings
-from celery_agents.tasks.app import create_client_app
+from celery_agents.tasks.app import create_app, create_client_app
 from celery_agents.tasks.envelope import DirectSend
 from celery_agents.tasks.names import RUN_AGENT
 
@@ -117,3 +119,97 @@ def test_without_task_events_a_direct_send_publishes_no_event(agents_redis_url: 
     direct = DirectSend.for_settings(create_client_app(settings), settings)
     assert direct is not None
     assert direct.push(RUN_AGENT, "x", {}, kwargsrepr="{}", queue="q", priority=0).event is None
+
+
+def _stage(app: Celery, task_id: str, queue: str, priority: int, **options: Any) -> Signature:
+    return app.signature(
+        RUN_AGENT,
+        kwargs=KWARGS,
+        task_id=task_id,
+        kwargsrepr='{"run_id": "r"}',
+        argsrepr="()",
+        queue=queue,
+        priority=priority,
+        **options,
+    )
+
+
+def _three_stages(app: Celery, tag: str, queue: str, priority: int) -> Signature:
+    first, second, third = (_stage(app, f"{tag}-{i}", queue, priority) for i in range(3))
+    second.set(ignore_result=True)
+    return chain(first, second, third)
+
+
+def _comparable_many(envelope: dict[str, Any], tag: str, queue: str) -> dict[str, Any]:
+    """``_comparable`` for messages whose ids all start with ``tag``."""
+    return _comparable(envelope, tag, queue)
+
+
+@pytest.mark.parametrize("events", [False, True])
+@pytest.mark.parametrize("priority", [0, 7])
+def test_a_captured_chain_start_and_next_step_write_what_celery_writes(
+    agents_redis_url: str, priority: int, events: bool
+) -> None:
+    settings = Settings(redis_url=agents_redis_url, task_events=events)
+    app = create_app(settings)
+    direct = DirectSend.for_settings(app, settings)
+    assert direct is not None
+    client = redis.Redis.from_url(agents_redis_url)
+    subscriber = client.pubsub()
+    subscriber.psubscribe("*celeryev/task.sent")
+    confirmed = subscriber.get_message(timeout=5)
+    assert confirmed is not None and confirmed["type"] == "psubscribe"
+    tag = uuid.uuid4().hex[:8]
+    theirs, ours = f"celery{tag}", f"direct{tag}"
+    queues = {theirs: f"theirs-{tag}", ours: f"ours-{tag}"}
+
+    def sent(who: str) -> tuple[str, dict[str, Any], tuple[str, dict[str, Any]] | None]:
+        key, message = _only_list(client, queues[who])
+        return key, message, (_event(subscriber) if events else None)
+
+    def captured(who: str, send: Any) -> tuple[str, dict[str, Any], Any]:
+        [push] = direct.capture(send)
+        assert (push.event is not None) == events
+        client.lpush(push.key, push.message)
+        if push.event is not None:
+            client.publish(*push.event)
+        return sent(who)
+
+    # The chain's start, as the TeamRun task sends it.
+    _three_stages(app, theirs, queues[theirs], priority).apply_async()
+    celery_start = sent(theirs)
+    direct_start = captured(
+        ours, lambda: _three_stages(app, ours, queues[ours], priority).apply_async()
+    )
+    # The next step, as a stage that ended sends it (AgentPool._continue).
+    steps = {
+        who: _body(start[1])[2]["chain"]
+        for who, start in ((theirs, celery_start), (ours, direct_start))
+    }
+
+    def next_step(who: str) -> Any:
+        return signature(steps[who][-1], app=app).apply_async(
+            ({"status": "ok"},),
+            chain=steps[who][:-1],
+            parent_id=f"{who}-0",
+            root_id=f"{who}-0",
+            priority=priority,
+        )
+
+    next_step(theirs)
+    celery_next = sent(theirs)
+    direct_next = captured(ours, lambda: next_step(ours))
+
+    for mine, celery in ((direct_start, celery_start), (direct_next, celery_next)):
+        assert mine[0].replace(queues[ours], "<queue>") == celery[0].replace(
+            queues[theirs], "<queue>"
+        )
+        assert _comparable_many(mine[1], ours, queues[ours]) == _comparable_many(
+            celery[1], theirs, queues[theirs]
+        )
+        if events:
+            assert mine[2][0] == celery[2][0]
+            assert _comparable_many(mine[2][1], ours, queues[ours]) == _comparable_many(
+                celery[2][1], theirs, queues[theirs]
+            )
+    subscriber.close()

@@ -5,7 +5,7 @@ The asyncio flavour serves workers; ``SyncEventPublisher`` the beat. Both run on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -45,23 +45,37 @@ class EventPublisher(_Base):
 
     def __init__(self, client: aioredis.Redis, keys: Keys, *, log_cap: int, ttl: int) -> None:
         super().__init__(client, keys, log_cap=log_cap, ttl=ttl)
+        self._redis = client
 
     async def publish(self, event: _Event) -> int:
         """Publish ``event`` on its own run's channel; returns its ``seq``."""
         return await self.publish_to([(event.run_id, event)])
 
-    async def publish_to(self, targets: Targets, *, after: Pipeline | None = None) -> int:
+    async def publish_to(
+        self,
+        targets: Targets,
+        *,
+        after: Pipeline | None = None,
+        then: Callable[[Pipeline], object] | None = None,
+    ) -> int:
         """Publish each ``(run_id, event)`` on that run's channel, atomically and in one round
         trip; returns the ``seq`` the first one got. ``after``: a pipeline whose commands are
-        sent first, in that same round trip (they are done when the event is out)."""
-        if after is None:
+        sent first, in that same round trip (they are done when the event is out); ``then``
+        queues commands that go right after the event, in that round trip too."""
+        if after is None and then is None:
             return int(await self._call(targets))
+        if after is None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                return await self.publish_to(targets, after=pipe, then=then)
         keys, args = self._keys_args(targets)
+        position = len(after)
         after.evalsha(self._script.sha, len(keys), *keys, *args)
-        *replies, seq = await after.execute(raise_on_error=False)
-        for reply in replies:
+        if then is not None:
+            then(after)
+        replies = await after.execute(raise_on_error=False)
+        for reply in (*replies[:position], *replies[position + 1 :]):
             checked(reply)
-        return int(await script_reply(seq, self._script, keys, args))
+        return int(await script_reply(replies[position], self._script, keys, args))
 
 
 class SyncEventPublisher(_Base):

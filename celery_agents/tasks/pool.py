@@ -3,8 +3,9 @@
 A run (``run_agent`` with no chord, group or callback around it) waits on the model from start
 to end: it needs no thread of its own. Its coroutine goes straight onto the worker process's
 event loop, and Celery's request callbacks (task-started, the ack, task-succeeded or
-task-failed) are called as a pool thread would call them. So a process keeps hundreds of runs
-in flight without a thread each, and a run costs no thread hand-offs. A TeamRun stage is such
+task-failed) are called as a pool thread would call them, but on the consumer's thread
+(``HubCalls``: it owns the broker connection, and must wake to fetch when an ack frees room).
+So a process keeps hundreds of runs in flight without a thread each. A TeamRun stage is such
 a run too: when it ends, the next step of its chain is sent as Celery's tracer sends it
 (``signature(chain[-1]).apply_async((result,), chain=chain[:-1], ...)``), before the ack.
 
@@ -22,8 +23,8 @@ import concurrent.futures
 import logging
 import os
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
 
 from billiard.einfo import ExceptionInfo
 from celery.canvas import signature
@@ -31,10 +32,12 @@ from celery.concurrency.thread import ApplyResult
 from celery.concurrency.thread import TaskPool as ThreadTaskPool
 from kombu.serialization import loads
 
+from ..workers.hub_calls import HubCalls
 from ..workers.leases import AlreadyRan, RunningElsewhere
-from ..workers.runtime import get_runtime
-from .names import RUN_AGENT
-from .shells import TenantAtCap, run_single
+from ..workers.runtime import WorkerRuntime, get_runtime
+from .envelope import DirectSend, write_pushes
+from .names import RUN_AGENT, RUN_TEAM
+from .shells import TenantAtCap, run_single, start_team_run
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,13 @@ class AgentPool(ThreadTaskPool):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._direct: set[concurrent.futures.Future[Any]] = set()
+        self._hub_calls = HubCalls()
+        self._sender: DirectSend | Literal[False] | None = None
+
+    def register_with_event_loop(self, loop: Any) -> None:
+        """A run's ending (ack, events, next chain step) goes to the consumer's hub thread."""
+        super().register_with_event_loop(loop)
+        self._hub_calls.attach(loop)
 
     def on_apply(
         self,
@@ -57,26 +67,26 @@ class AgentPool(ThreadTaskPool):  # type: ignore[misc]
         accept_callback: Callable[..., Any] | None = None,
         **options: Any,
     ) -> ApplyResult:
-        single = _single_run(args or ())
-        if single is None or callback is None:
+        plan = self._plan(args or ()) if callback is not None else None
+        if plan is None or callback is None:
             return super().on_apply(target, args, kwargs, callback, accept_callback, **options)
-        task_id, payload, previous, chain, request = single
+        run, task_id, request, chain = plan
         runtime = get_runtime()
         if accept_callback is not None:
             accept_callback(os.getpid(), time.monotonic())
         started = time.monotonic()
-        future = asyncio.run_coroutine_threadsafe(
-            run_single(runtime, payload, task_id, previous), runtime.loop.loop
-        )
+        future = asyncio.run_coroutine_threadsafe(run, runtime.loop.loop)
         self._direct.add(future)
 
         def finished(done: concurrent.futures.Future[Any]) -> None:
             self._direct.discard(done)
+            self._hub_calls.call(lambda: end(done))
+
+        def end(done: concurrent.futures.Future[Any]) -> None:
             error = done.exception() if not done.cancelled() else asyncio.CancelledError()
-            if isinstance(error, _TRACED):
-                super(AgentPool, self).on_apply(
-                    target, args, kwargs, callback, accept_callback, **options
-                )
+            if isinstance(error, _TRACED) or (error is None and done.result() is None):
+                # Accepted already: the thread does not accept it again.
+                super(AgentPool, self).on_apply(target, args, kwargs, callback, None, **options)
                 return
             if error is None and chain:
                 try:
@@ -91,6 +101,58 @@ class AgentPool(ThreadTaskPool):  # type: ignore[misc]
 
         future.add_done_callback(finished)
         return ApplyResult(future)
+
+    def _plan(
+        self, args: tuple[Any, ...]
+    ) -> tuple[Coroutine[Any, Any, Any], str, dict[str, Any], list[Any] | None] | None:
+        """(the coroutine, task id, request, chain left to continue from the consumer's
+        thread) when the message can be carried on the loop, else None (a pool thread). The
+        coroutine returning None also sends it to a thread."""
+        single = _single_run(args)
+        if single is not None:
+            task_id, payload, previous, chain, request = single
+            runtime = get_runtime()
+            direct = self._direct_send(runtime) if chain else None
+            run = run_single(runtime, payload, task_id, previous)
+            if chain and direct is not None:
+                return (
+                    self._stage(runtime, direct, run, chain, task_id, request),
+                    task_id,
+                    request,
+                    None,
+                )
+            return run, task_id, request, chain
+        team = _team_run_start(args)
+        if team is not None:
+            runtime = get_runtime()
+            direct = self._direct_send(runtime)
+            if direct is not None:
+                task_id, payload, request = team
+                return start_team_run(runtime, direct, payload, task_id), task_id, request, None
+        return None
+
+    def _direct_send(self, runtime: WorkerRuntime) -> DirectSend | None:
+        """How this worker writes a chain's next step itself (its broker is its Redis)."""
+        if self._sender is None:
+            self._sender = DirectSend.for_settings(self.app, runtime.settings) or False
+        return self._sender or None
+
+    async def _stage(
+        self,
+        runtime: WorkerRuntime,
+        direct: DirectSend,
+        run: Coroutine[Any, Any, Any],
+        chain: list[Any],
+        task_id: str,
+        request: dict[str, Any],
+    ) -> Any:
+        """A TeamRun stage, then its chain's next step: Celery builds the message, the loop
+        writes it (no blocking publish, no thread hop). The queue needs no declaring: this
+        worker took the stage from it, so it consumes it."""
+        result = await run
+        pushes = direct.capture(lambda: self._continue(chain, result, task_id, request))
+        await write_pushes(runtime.redis, pushes)
+        return result
 
     def _continue(
         self, chain: list[Any], result: Any, task_id: str, request: dict[str, Any]
@@ -111,7 +173,40 @@ class AgentPool(ThreadTaskPool):  # type: ignore[misc]
         if pending:
             log.info("waiting for %d run(s) in flight to finish", len(pending))
             concurrent.futures.wait(pending)
+        self._hub_calls.detach()  # their endings run here if the hub has stopped
         super().on_stop()
+
+
+def _decoded(args: tuple[Any, ...], name: str) -> tuple[str, dict[str, Any], Any] | None:
+    """(task id, headers, (args, kwargs, embed)) of a JSON ``name`` message outside any chord
+    or group; None otherwise (or when it does not decode: the traced path reports that)."""
+    if len(args) != 6:
+        return None
+    task, task_id, headers, body, content_type, content_encoding = args
+    if task != name or content_type != JSON or headers.get("chord") or headers.get("group"):
+        return None
+    try:
+        decoded = loads(body, content_type, content_encoding, accept={JSON})  # type: ignore[no-untyped-call]
+        call_args, call_kwargs, embed = decoded
+    except Exception:
+        return None
+    return task_id, headers, (call_args, call_kwargs, embed or {})
+
+
+def _team_run_start(args: tuple[Any, ...]) -> tuple[str, Any, dict[str, Any]] | None:
+    """(task id, payload, request) if the message starts a TeamRun (a tree whose root is a
+    chain), with nothing around it."""
+    decoded = _decoded(args, RUN_TEAM)
+    if decoded is None:
+        return None
+    task_id, headers, (call_args, call_kwargs, embed) = decoded
+    payload = call_kwargs.get("payload") if isinstance(call_kwargs, dict) else None
+    if call_args or set(call_kwargs) != {"payload"} or any(embed.values()):
+        return None
+    node = payload.get("node") if isinstance(payload, dict) else None
+    if not isinstance(node, dict) or node.get("kind") != "chain":
+        return None
+    return task_id, payload, headers
 
 
 def _single_run(
@@ -119,17 +214,10 @@ def _single_run(
 ) -> tuple[str, Any, Any, list[Any] | None, dict[str, Any]] | None:
     """(task id, payload, previous stage's record, chain to continue, request) if the message
     is a ``run_agent`` with nothing around it but, maybe, the rest of its chain."""
-    if len(args) != 6:
+    decoded = _decoded(args, RUN_AGENT)
+    if decoded is None:
         return None
-    name, task_id, headers, body, content_type, content_encoding = args
-    if name != RUN_AGENT or content_type != JSON or headers.get("chord") or headers.get("group"):
-        return None
-    try:
-        decoded = loads(body, content_type, content_encoding, accept={JSON})  # type: ignore[no-untyped-call]
-        call_args, call_kwargs, embed = decoded
-    except Exception:  # malformed: the traced path reports it
-        return None
-    embed = embed or {}
+    task_id, headers, (call_args, call_kwargs, embed) = decoded
     extras = {k: v for k, v in embed.items() if v and k != "chain"}
     if len(call_args) > 1 or set(call_kwargs) != {"payload"} or extras:
         return None

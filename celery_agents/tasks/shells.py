@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery, Task
@@ -24,6 +25,7 @@ from ..workers.leases import AlreadyRan, RunningElsewhere
 from ..workers.runtime import WorkerRuntime, get_runtime
 from .canvas import build_canvas
 from .delivery import AgentTask
+from .envelope import DirectSend, Push, queue_pushes
 from .names import COLLECT_TEAM, FINISH_CHAIN, RUN_AGENT, RUN_TEAM
 from .payload import RunPayload
 from .records import MemberRecord
@@ -82,7 +84,7 @@ def register_tasks(app: Celery) -> None:
             error = RunError(f"could not start team run {tree.run_id}: {exc}")
             runtime.loop.run(_channel(runtime, tree.run_id, tree.node.name).failed(error))
             raise error from None
-        return {"run_id": tree.run_id, "status": "started"}
+        return _team_started(tree)
 
     @app.task(name=COLLECT_TEAM, bind=True, base=AgentTask)  # type: ignore[untyped-decorator]
     def collect_team_task(
@@ -103,6 +105,27 @@ def register_tasks(app: Celery) -> None:
         group = runtime.loop.run(_parse(runtime, GroupPayload, payload, self.request.id))
         record = MemberRecord.parse(result, name=group.name)
         return runtime.loop.run(_finished(runtime, group, record))
+
+
+async def start_team_run(
+    runtime: WorkerRuntime, direct: DirectSend, raw: Any, task_id: str
+) -> dict[str, Any] | None:
+    """A TeamRun's start as ``AgentPool`` carries it on the loop: its chain's first message is
+    built by Celery as always, then written with the tree's start, in one round trip (no
+    thread, no blocking publish). None for a Team: a chord's start talks to the result
+    backend (blocking), so it takes a pool thread."""
+    tree = await _parse(runtime, TreePayload, raw, task_id)
+    if tree.node.kind != "chain":
+        return None
+    try:
+        canvas = build_canvas(direct.app, tree)
+        first = direct.capture(canvas.apply_async)
+    except Exception as exc:  # a canvas Celery refused: say so on the run's stream
+        error = RunError(f"could not start team run {tree.run_id}: {exc}")
+        await _channel(runtime, tree.run_id, tree.node.name).failed(error)
+        raise error from None
+    await _started(runtime, tree, first)
+    return _team_started(tree)
 
 
 async def run_single(
@@ -201,9 +224,10 @@ async def _parse(runtime: WorkerRuntime, model: Any, raw: Any, task_id: str) -> 
         raise
 
 
-async def _started(runtime: WorkerRuntime, tree: TreePayload) -> None:
+async def _started(runtime: WorkerRuntime, tree: TreePayload, first: Sequence[Push] = ()) -> None:
     """Record the tree as running, keep its payload while it runs (if it fails, its dead
-    letter needs it), then publish its start: one round trip."""
+    letter needs it), publish its start, then send ``first`` (its first task's message, when
+    the loop sends it): one round trip."""
     ttl = runtime.settings.result_ttl
     async with runtime.redis.pipeline(transaction=False) as pipe:
         write_state(pipe, runtime.keys, tree.run_id, "running", ttl, worker=runtime.hostname)
@@ -211,7 +235,13 @@ async def _started(runtime: WorkerRuntime, tree: TreePayload) -> None:
         started = RunStarted(
             run_id=tree.run_id, agent=tree.node.name, model=tree.node.kind, worker=runtime.hostname
         )
-        await runtime.publisher.publish_to([(tree.run_id, started)], after=pipe)
+        await runtime.publisher.publish_to(
+            [(tree.run_id, started)], after=pipe, then=lambda p: queue_pushes(p, first)
+        )
+
+
+def _team_started(tree: TreePayload) -> dict[str, Any]:
+    return {"run_id": tree.run_id, "status": "started"}
 
 
 def _channel(runtime: WorkerRuntime, run_id: str, name: str) -> RunChannel:
