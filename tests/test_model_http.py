@@ -92,6 +92,17 @@ async def test_the_request_carries_the_providers_url_key_headers_and_settings(
     assert (sent.body["temperature"], sent.body["max_tokens"], sent.body["top_k"]) == (0.5, 7, 3)
 
 
+async def test_calls_in_turn_reuse_one_connection(
+    models: ModelFactory, scripted_model: ScriptedModelServer
+) -> None:
+    model = await models.get("p:m")
+    for _ in range(3):  # a stream read to its end gives its connection back to the pool
+        _, response = await call(model, ask("hi"))
+        assert response.text == "hi"
+    assert scripted_model.request_count == 3
+    assert scripted_model.connections_opened == 1
+
+
 async def test_tool_call_fragments_become_whole_calls(
     models: ModelFactory, scripted_model: ScriptedModelServer
 ) -> None:

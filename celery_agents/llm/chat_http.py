@@ -91,16 +91,23 @@ async def _send(http: Any, request: Any) -> Any:
 
 
 async def _chunks(response: Any) -> AsyncIterator[dict[str, Any]]:
+    """The stream's JSON chunks up to ``[DONE]``; the body is read to its end either way, so
+    the connection goes back to the pool (one left unread is closed instead)."""
     decoder = SseDecoder()
+    finished = False
     async for data in response.aiter_bytes():
+        if finished:
+            continue
         for event in decoder.feed(data):
+            if event.data.startswith("[DONE]"):
+                finished = True
+                break
+            yield _chunk(event.data, response)
+    if not finished:
+        for event in decoder.close():
             if event.data.startswith("[DONE]"):
                 return
             yield _chunk(event.data, response)
-    for event in decoder.close():
-        if event.data.startswith("[DONE]"):
-            return
-        yield _chunk(event.data, response)
 
 
 def _chunk(data: str, response: Any) -> dict[str, Any]:

@@ -426,6 +426,7 @@ class ScriptedModelServer:
         self._global_steps: deque[Step] = deque()
         self._model_steps: dict[str, deque[Step]] = {}
         self._requests: list[RecordedRequest] = []
+        self._connections_opened = 0
         self._models_seen: dict[str, None] = {}
         self._completion_ids = itertools.count(1)
         self._tool_call_ids = itertools.count(1)
@@ -527,6 +528,7 @@ class ScriptedModelServer:
             self._global_steps.clear()
             self._model_steps.clear()
             self._requests.clear()
+            self._connections_opened = 0
             self._models_seen.clear()
             self._completion_ids = itertools.count(1)
             self._tool_call_ids = itertools.count(1)
@@ -538,6 +540,12 @@ class ScriptedModelServer:
         """A snapshot of every request received so far (all endpoints), in arrival order."""
         with self._state_lock:
             return list(self._requests)
+
+    @property
+    def connections_opened(self) -> int:
+        """How many connections clients opened so far (since the last ``reset``)."""
+        with self._state_lock:
+            return self._connections_opened
 
     @property
     def request_count(self) -> int:
@@ -604,6 +612,8 @@ class ScriptedModelServer:
         task = asyncio.current_task()
         if task is not None:
             self._connections[task] = writer
+        with self._state_lock:
+            self._connections_opened += 1
         try:
             while True:
                 try:
