@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -52,17 +53,30 @@ def _comparable(envelope: dict[str, Any], task_id: str, queue: str) -> dict[str,
     return out
 
 
-@pytest.mark.parametrize("priority", [0, 5, 9])
-def test_a_direct_send_writes_what_celery_writes(agents_redis_url: str, priority: int) -> None:
-    settings = Settings(redis_url=agents_redis_url, task_events=True)
-    app = create_client_app(settings)
+def _sender(
+    create: Callable[[Settings], Celery], url: str, *, events: bool
+) -> tuple[Celery, DirectSend]:
+    settings = Settings(redis_url=url, task_events=events)
+    app = create(settings)
     direct = DirectSend.for_settings(app, settings)
     assert direct is not None
-    client = redis.Redis.from_url(agents_redis_url)
+    return app, direct
+
+
+def _tapped(url: str) -> tuple[redis.Redis, redis.client.PubSub]:
+    """A client, and a subscriber to task-sent events that is listening already."""
+    client = redis.Redis.from_url(url)
     subscriber = client.pubsub()
     subscriber.psubscribe("*celeryev/task.sent")
     confirmed = subscriber.get_message(timeout=5)
     assert confirmed is not None and confirmed["type"] == "psubscribe"
+    return client, subscriber
+
+
+@pytest.mark.parametrize("priority", [0, 5, 9])
+def test_a_direct_send_writes_what_celery_writes(agents_redis_url: str, priority: int) -> None:
+    app, direct = _sender(create_client_app, agents_redis_url, events=True)
+    client, subscriber = _tapped(agents_redis_url)
     tag = uuid.uuid4().hex[:8]
     theirs_queue, ours_queue = f"theirs-{tag}", f"ours-{tag}"
     theirs_id, ours_id = f"celery-{tag}", f"direct-{tag}"
@@ -140,25 +154,13 @@ def _three_stages(app: Celery, tag: str, queue: str, priority: int) -> Signature
     return chain(first, second, third)
 
 
-def _comparable_many(envelope: dict[str, Any], tag: str, queue: str) -> dict[str, Any]:
-    """``_comparable`` for messages whose ids all start with ``tag``."""
-    return _comparable(envelope, tag, queue)
-
-
 @pytest.mark.parametrize("events", [False, True])
 @pytest.mark.parametrize("priority", [0, 7])
 def test_a_captured_chain_start_and_next_step_write_what_celery_writes(
     agents_redis_url: str, priority: int, events: bool
 ) -> None:
-    settings = Settings(redis_url=agents_redis_url, task_events=events)
-    app = create_app(settings)
-    direct = DirectSend.for_settings(app, settings)
-    assert direct is not None
-    client = redis.Redis.from_url(agents_redis_url)
-    subscriber = client.pubsub()
-    subscriber.psubscribe("*celeryev/task.sent")
-    confirmed = subscriber.get_message(timeout=5)
-    assert confirmed is not None and confirmed["type"] == "psubscribe"
+    app, direct = _sender(create_app, agents_redis_url, events=events)
+    client, subscriber = _tapped(agents_redis_url)
     tag = uuid.uuid4().hex[:8]
     theirs, ours = f"celery{tag}", f"direct{tag}"
     queues = {theirs: f"theirs-{tag}", ours: f"ours-{tag}"}
@@ -204,12 +206,12 @@ def test_a_captured_chain_start_and_next_step_write_what_celery_writes(
         assert mine[0].replace(queues[ours], "<queue>") == celery[0].replace(
             queues[theirs], "<queue>"
         )
-        assert _comparable_many(mine[1], ours, queues[ours]) == _comparable_many(
+        assert _comparable(mine[1], ours, queues[ours]) == _comparable(
             celery[1], theirs, queues[theirs]
         )
         if events:
             assert mine[2][0] == celery[2][0]
-            assert _comparable_many(mine[2][1], ours, queues[ours]) == _comparable_many(
+            assert _comparable(mine[2][1], ours, queues[ours]) == _comparable(
                 celery[2][1], theirs, queues[theirs]
             )
     subscriber.close()
