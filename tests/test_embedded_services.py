@@ -7,7 +7,7 @@ import os
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import openai
@@ -22,6 +22,7 @@ from celery_agents.embedded.redis_server import (
     redis_answers,
     start_redis_server,
 )
+from celery_agents.embedded.worker import WorkerProcess, start_beat, start_worker
 from celery_agents.errors import ConfigError
 from celery_agents.llm.local import (
     DEFAULT_LOCAL_MODEL,
@@ -258,3 +259,40 @@ def test_local_server_child_stops_idempotently_and_ensure_is_a_singleton() -> No
         assert _health(second) == 200
     finally:
         second.stop()
+
+
+# --- worker and beat processes -------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:  # bound, never listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _children() -> set[int]:
+    """Live (not reaped) child processes of this test process."""
+    mine = os.getpid()
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == mine:  # fields: state, ppid, ...
+            found.add(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("start", [start_worker, start_beat])
+def test_a_worker_or_beat_that_fails_while_starting_is_not_left_behind(
+    start: Callable[..., WorkerProcess],
+) -> None:
+    before = _children()
+    # Nothing listens there: the wait for the process to come up fails at once.
+    with pytest.raises(redis.ConnectionError):
+        start(f"redis://127.0.0.1:{_closed_port()}/0", timeout=20)
+    assert _children() == before
