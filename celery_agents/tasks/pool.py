@@ -5,15 +5,19 @@ to end: it needs no thread of its own. Its coroutine goes straight onto the work
 event loop, and Celery's request callbacks (task-started, the ack, task-succeeded or
 task-failed) are called as a pool thread would call them, but on the consumer's thread
 (``HubCalls``: it owns the broker connection, and must wake to fetch when an ack frees room).
-So a process keeps hundreds of runs in flight without a thread each. A TeamRun stage is such
-a run too: when it ends, the next step of its chain is sent as Celery's tracer sends it
-(``signature(chain[-1]).apply_async((result,), chain=chain[:-1], ...)``), before the ack.
+So a process keeps hundreds of runs in flight without a thread each.
 
-Everything else goes through the threads as usual: Team and TeamRun tasks, Team members (a
-chord needs their stored results), and a run that must wait (tenant at its cap, held by
-another execution, already ended), which the traced path retries or drops. A run carried on
-the loop stores no Celery result: nobody reads it (the caller has the run's events, the next
-stage has it in its message; Flower has the task events, result included).
+A TeamRun stage is such a run too: when it ends, the next step of its chain is sent as
+Celery's tracer sends it (``signature(chain[-1]).apply_async((result,), chain=chain[:-1],
+...)``), before the ack. On a broker that is the worker's Redis, Celery builds that message
+and the loop writes it (``DirectSend.capture``); so does a TeamRun's start. Elsewhere the
+consumer's thread publishes it.
+
+Everything else goes through the threads as usual: Team tasks and their members (a chord
+needs stored results and talks to the result backend), and a run that must wait (tenant at
+its cap, held by another execution, already ended), which the traced path retries or drops.
+A run carried on the loop stores no Celery result: nobody reads it (the caller has the run's
+events, the next stage has it in its message; Flower has the task events, result included).
 """
 
 from __future__ import annotations
@@ -115,12 +119,8 @@ class AgentPool(ThreadTaskPool):  # type: ignore[misc]
             direct = self._direct_send(runtime) if chain else None
             run = run_single(runtime, payload, task_id, previous)
             if chain and direct is not None:
-                return (
-                    self._stage(runtime, direct, run, chain, task_id, request),
-                    task_id,
-                    request,
-                    None,
-                )
+                run = self._stage(runtime, direct, run, chain, task_id, request)
+                chain = None  # the stage sends it
             return run, task_id, request, chain
         team = _team_run_start(args)
         if team is not None:
