@@ -18,6 +18,7 @@ from ..redis_pool import checked, script_reply
 from .scripts import PUBLISH_EVENT
 
 Targets = Sequence[tuple[str, _Event]]
+Then = Callable[[Pipeline], object]  # queues commands that go right after the events
 
 
 class _Base:
@@ -56,7 +57,7 @@ class EventPublisher(_Base):
         targets: Targets,
         *,
         after: Pipeline | None = None,
-        then: Callable[[Pipeline], object] | None = None,
+        then: Then | None = None,
     ) -> int:
         """Publish each ``(run_id, event)`` on that run's channel, atomically and in one round
         trip; returns the ``seq`` the first one got. ``after``: a pipeline whose commands are

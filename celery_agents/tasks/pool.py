@@ -28,6 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any, Literal
 
 from billiard.einfo import ExceptionInfo
@@ -35,11 +36,12 @@ from celery.canvas import signature
 from celery.concurrency.thread import ApplyResult
 from celery.concurrency.thread import TaskPool as ThreadTaskPool
 from kombu.serialization import loads
+from redis.asyncio.client import Pipeline
 
 from ..workers.hub_calls import HubCalls
 from ..workers.leases import AlreadyRan, RunningElsewhere
 from ..workers.runtime import WorkerRuntime, get_runtime
-from .envelope import DirectSend, write_pushes
+from .envelope import DirectSend, Push, queue_pushes, write_pushes
 from .names import RUN_AGENT, RUN_TEAM
 from .shells import TenantAtCap, run_single, start_team_run
 
@@ -94,7 +96,7 @@ class AgentPool(ThreadTaskPool):  # type: ignore[misc]
                 return
             if error is None and chain:
                 try:
-                    self._continue(chain, done.result(), task_id, request)
+                    self._continue(chain, task_id, request, done.result())
                 except Exception as exc:  # the broker refused the next step
                     error = exc
             if error is not None:
@@ -117,11 +119,11 @@ class AgentPool(ThreadTaskPool):  # type: ignore[misc]
             task_id, payload, previous, chain, request = single
             runtime = get_runtime()
             direct = self._direct_send(runtime) if chain else None
-            run = run_single(runtime, payload, task_id, previous)
             if chain and direct is not None:
-                run = self._stage(runtime, direct, run, chain, task_id, request)
-                chain = None  # the stage sends it
-            return run, task_id, request, chain
+                step = _NextStep(direct, partial(self._continue, chain, task_id, request))
+                run = run_single(runtime, payload, task_id, previous, step)
+                return self._stage(runtime, step, run), task_id, request, None
+            return run_single(runtime, payload, task_id, previous), task_id, request, chain
         team = _team_run_start(args)
         if team is not None:
             runtime = get_runtime()
@@ -138,24 +140,19 @@ class AgentPool(ThreadTaskPool):  # type: ignore[misc]
         return self._sender or None
 
     async def _stage(
-        self,
-        runtime: WorkerRuntime,
-        direct: DirectSend,
-        run: Coroutine[Any, Any, Any],
-        chain: list[Any],
-        task_id: str,
-        request: dict[str, Any],
+        self, runtime: WorkerRuntime, step: _NextStep, run: Coroutine[Any, Any, Any]
     ) -> Any:
-        """A TeamRun stage, then its chain's next step: Celery builds the message, the loop
-        writes it (no blocking publish, no thread hop). The queue needs no declaring: this
-        worker took the stage from it, so it consumes it."""
+        """A TeamRun stage, then its chain's next step, unless the stage's end sent it (in
+        its last round trip, as it does when it ran its model): Celery builds the message,
+        the loop writes it (no blocking publish, no thread hop). The queue needs no
+        declaring: this worker took the stage from it, so it consumes it."""
         result = await run
-        pushes = direct.capture(lambda: self._continue(chain, result, task_id, request))
-        await write_pushes(runtime.redis, pushes)
+        if not step.queued:
+            await write_pushes(runtime.redis, step.pushes(result))
         return result
 
     def _continue(
-        self, chain: list[Any], result: Any, task_id: str, request: dict[str, Any]
+        self, chain: list[Any], task_id: str, request: dict[str, Any], result: Any
     ) -> None:
         """Send the next step of the chain this run is in, as Celery's tracer does."""
         delivery = request.get("delivery_info") or {}
@@ -175,6 +172,22 @@ class AgentPool(ThreadTaskPool):  # type: ignore[misc]
             concurrent.futures.wait(pending)
         self._hub_calls.detach()  # their endings run here if the hub has stopped
         super().on_stop()
+
+
+class _NextStep:
+    """The next step of a stage's chain, as writes made from the loop (``shells.NextStep``)."""
+
+    def __init__(self, direct: DirectSend, send: Callable[[Any], None]) -> None:
+        self._direct = direct
+        self._send = send
+        self.queued = False
+
+    def pushes(self, result: Any) -> list[Push]:
+        return self._direct.capture(lambda: self._send(result))
+
+    def queue(self, pipe: Pipeline, result: dict[str, Any]) -> None:
+        queue_pushes(pipe, self.pushes(result))
+        self.queued = True
 
 
 def _decoded(args: tuple[Any, ...], name: str) -> tuple[str, dict[str, Any], Any] | None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from celery import Celery, Task
 from celery.exceptions import Ignore
+from redis.asyncio.client import Pipeline
 
 from ..errors import CeleryAgentsError, InvalidPayloadError, RunError, RunTimeout
 from ..events import RunStarted
@@ -19,7 +20,7 @@ from ..messages import ChatMessage
 from ..runstate import write_state
 from ..workers.background import finish_background_run
 from ..workers.channel import RunChannel
-from ..workers.executor import execute_run
+from ..workers.executor import Ending, execute_run
 from ..workers.groups import collect_team, finish_chain
 from ..workers.leases import AlreadyRan, RunningElsewhere
 from ..workers.runtime import WorkerRuntime, get_runtime
@@ -128,16 +129,33 @@ async def start_team_run(
     return _team_started(tree)
 
 
+class NextStep(Protocol):
+    """How a TeamRun stage's end sends its chain's next step (``AgentPool``)."""
+
+    def queue(self, pipe: Pipeline, result: dict[str, Any]) -> None:
+        """Queue the next step's writes, carrying ``result``, on ``pipe``."""
+
+
 async def run_single(
-    runtime: WorkerRuntime, raw: Any, task_id: str, previous: Any = None
+    runtime: WorkerRuntime,
+    raw: Any,
+    task_id: str,
+    previous: Any = None,
+    next_step: NextStep | None = None,
 ) -> dict[str, Any]:
     """A run as ``AgentPool`` carries it on the loop (no thread; a single run, or a TeamRun
-    stage with ``previous``, the stage before's record)."""
-    return await _run_agent(runtime, raw, previous, task_id)
+    stage with ``previous``, the stage before's record). A stage that ends with its model
+    call queues ``next_step`` in the round trip that ends it: the chain never stops between
+    a stage that ended and a next step not sent."""
+    return await _run_agent(runtime, raw, previous, task_id, next_step)
 
 
 async def _run_agent(
-    runtime: WorkerRuntime, raw: Any, previous: Any, task_id: str
+    runtime: WorkerRuntime,
+    raw: Any,
+    previous: Any,
+    task_id: str,
+    next_step: NextStep | None = None,
 ) -> dict[str, Any]:
     payload = await _parse(runtime, RunPayload, raw, task_id)
     if payload.run_id != task_id:
@@ -151,29 +169,38 @@ async def _run_agent(
     if pool is not None and lease is None:
         raise TenantAtCap(payload.tenant or "")
     try:
-        return await _run_admitted(runtime, payload, previous)
+        return await _run_admitted(runtime, payload, previous, next_step)
     finally:
         if pool is not None and lease is not None:
             await pool.release(lease)
 
 
 async def _run_admitted(
-    runtime: WorkerRuntime, payload: RunPayload, previous: Any
+    runtime: WorkerRuntime, payload: RunPayload, previous: Any, next_step: NextStep | None
 ) -> dict[str, Any]:
     record = MemberRecord.parse(previous) if previous is not None else None
     if record is not None and record.status != "ok":
         mine = record.skipped()  # an earlier stage failed: carry its failure along
     else:
+        ending: Ending | None = None
+        if next_step is not None and payload.lineage:
+            step = next_step
+
+            def ending(
+                pipe: Pipeline, message: ChatMessage | None, error: CeleryAgentsError | None
+            ) -> None:
+                step.queue(pipe, _outcome(payload, message, error).dump())
+
         try:
-            message = await _executed(runtime, payload, record)
+            message = await _executed(runtime, payload, record, ending)
         except CeleryAgentsError as exc:
             if not payload.lineage:
                 raise
-            mine = _member(payload, status="failed", error=exc.to_json())
+            mine = _outcome(payload, None, exc)
         else:
             if not payload.lineage:
                 return message.model_dump(mode="json")
-            mine = _member(payload, status="ok", message=message)
+            mine = _outcome(payload, message, None)
     if payload.finish is None:
         return mine.dump()
     # The TeamRun's last stage: its end is this task's too.
@@ -181,11 +208,14 @@ async def _run_admitted(
 
 
 async def _executed(
-    runtime: WorkerRuntime, payload: RunPayload, previous: MemberRecord | None
+    runtime: WorkerRuntime,
+    payload: RunPayload,
+    previous: MemberRecord | None,
+    ending: Ending | None = None,
 ) -> ChatMessage:
     """The run's message (or its error raised), counted for its background entry if any."""
     try:
-        message = await execute_run(runtime, payload, previous=previous)
+        message = await execute_run(runtime, payload, previous=previous, ending=ending)
     except CeleryAgentsError as exc:
         if payload.background:
             await finish_background_run(runtime, payload.background, payload.run_id, None, exc)
@@ -193,6 +223,15 @@ async def _executed(
     if payload.background:
         await finish_background_run(runtime, payload.background, payload.run_id, message, None)
     return message
+
+
+def _outcome(
+    payload: RunPayload, message: ChatMessage | None, error: CeleryAgentsError | None
+) -> MemberRecord:
+    """A member's record of how it ended: its message, or its error."""
+    if error is not None:
+        return _member(payload, status="failed", error=error.to_json())
+    return _member(payload, status="ok", message=message)
 
 
 def _member(payload: RunPayload, **fields: Any) -> MemberRecord:

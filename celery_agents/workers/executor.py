@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+from redis.asyncio.client import Pipeline
 
 from ..config.manifest import parse_model_ref
 from ..deadletters import keep, worth_keeping
@@ -77,14 +80,20 @@ def run_channel(runtime: WorkerRuntime, payload: RunPayload) -> RunChannel:
     )
 
 
+# Queues what must be written with a run's end (its result or its error), after its events.
+Ending: TypeAlias = Callable[[Pipeline, ChatMessage | None, CeleryAgentsError | None], None]
+
+
 async def execute_run(
     runtime: WorkerRuntime,
     payload: RunPayload,
     *,
     previous: MemberRecord | None = None,
+    ending: Ending | None = None,
 ) -> ChatMessage:
     """Run ``payload`` (on ``previous``'s output inside a TeamRun); returns the assistant
-    message or raises the run's error, both published.
+    message or raises the run's error, both published; ``ending``'s writes go in the same
+    round trip.
 
     Raises ``AlreadyRan`` / ``RunningElsewhere`` (publishing nothing) for a delivery of a run
     that already ended or that another live execution holds."""
@@ -106,7 +115,9 @@ async def execute_run(
     if task is not None:  # no await since the claim: a cancel from now on reaches the run
         runtime.inflight[run_id] = (task, ancestors)
     try:
-        return await _execute_claimed(runtime, payload, channel, previous, started, claim, history)
+        return await _execute_claimed(
+            runtime, payload, channel, previous, started, claim, history, ending
+        )
     finally:
         runtime.inflight.pop(run_id, None)
         runtime.cancelled.discard(run_id)
@@ -121,6 +132,7 @@ async def _execute_claimed(
     started: float,
     claim: Claim,
     history: list[bytes],
+    ending: Ending | None,
 ) -> ChatMessage:
     run_id, agent = payload.run_id, payload.agent
     task = asyncio.current_task()
@@ -203,7 +215,8 @@ async def _execute_claimed(
                 state=(run_id, "succeeded", ttl),
             )
             pipe.delete(runtime.keys.run_lock(run_id))  # ended: the record now answers claims
-            await channel.done(message, after=pipe)
+            then = (lambda p: ending(p, message, None)) if ending is not None else None
+            await channel.done(message, after=pipe, then=then)
         _log_end(payload, started, "succeeded", message.usage)
         return message
     if not payload.lineage and worth_keeping(error):
@@ -215,7 +228,9 @@ async def _execute_claimed(
         state = (run_id, final_state(error), runtime.settings.result_ttl)
         record_run(pipe, runtime.keys, agent.name, None, None, ok=False, state=state)
         pipe.delete(runtime.keys.run_lock(run_id))
-        await channel.failed(error, after=pipe)
+        failure = error
+        then = (lambda p: ending(p, None, failure)) if ending is not None else None
+        await channel.failed(error, after=pipe, then=then)
     _log_end(payload, started, f"failed error={type(error).__name__}", None)
     raise error
 
