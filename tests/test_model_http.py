@@ -132,6 +132,16 @@ async def test_a_server_error_is_retried_then_answered(
     assert response.text == "fine" and scripted_model.request_count == 2
 
 
+async def test_an_error_the_server_sends_mid_stream_is_named(
+    models: ModelFactory, scripted_model: ScriptedModelServer
+) -> None:
+    scripted_model.script(Malformed("error"))
+    with pytest.raises(
+        ModelError, match="p:m: model request failed: APIError: the model crashed mid-stream"
+    ):
+        await call(await models.get("p:m"), ask("hi"))
+
+
 async def test_an_answer_that_is_not_an_event_stream_is_named(
     models: ModelFactory, scripted_model: ScriptedModelServer
 ) -> None:

@@ -12,7 +12,7 @@ Failures are raised as the SDK's own exceptions, so the retry policy reads one e
 - ``openai.APITimeoutError`` / ``openai.APIConnectionError``: no answer, or the stream broke;
 - ``openai.APIError``: the server sent an ``error`` object in the stream;
 - ``ValueError`` (``json.JSONDecodeError``, ``UnicodeDecodeError``): a chunk that is not JSON,
-  or a 200 answer that is not an event stream.
+  or a 200 answer in JSON where a stream was asked for.
 """
 
 from __future__ import annotations
@@ -67,12 +67,11 @@ class ChatEndpoint:
                 await response.aread()
                 raise _status_error(response)
             kind = response.headers.get("content-type", "")
-            if not kind.startswith("text/event-stream"):
+            if kind.startswith("application/json"):  # one JSON body where a stream was asked
                 await response.aread()
-                raise ValueError(
-                    f"expected an event stream, got {kind or 'no content type'}: "
-                    f"{response.text[:_EXCERPT]!r}"
-                )
+                _refuse_json_body(response)
+            # Other content types are read as a stream, as the SDK does: servers label them
+            # loosely; what is not an event stream fails as one.
             async for chunk in _chunks(response):
                 yield chunk
         except _HTTP.TransportError as exc:  # a read timed out or the connection broke
@@ -123,6 +122,18 @@ def _chunk(data: str, response: Any) -> dict[str, Any]:
             body=error,
         )
     return chunk
+
+
+def _refuse_json_body(response: Any) -> None:
+    """Raise for a JSON answer to a stream request: its ``error``, if it is one."""
+    text = response.text
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("error"):
+        _chunk(text, response)  # raises the server's error
+    raise ValueError(f"expected an event stream, got JSON: {text[:_EXCERPT]!r}")
 
 
 def _status_error(response: Any) -> openai.APIStatusError:

@@ -96,6 +96,8 @@ class OpenAIModel:
                 if emitted or attempt >= self._retry.max_retries:
                     raise self._error(exc, attempt) from None
                 delay = self._retry.delay(attempt, None)
+            except openai.APIError as exc:  # the server's own error, sent in the stream
+                raise self._error(exc, attempt) from None
             except (openai.OpenAIError, ValueError) as exc:
                 raise ModelError(
                     f"{self._ref}: malformed response from the model server: "

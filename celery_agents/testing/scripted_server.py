@@ -146,10 +146,12 @@ class Malformed:
 
     ``where="body"``: the body is broken JSON (for stream requests too, served as
     ``application/json``). ``where="sse"`` on a stream request: one valid chunk, then a
-    ``data: {not json`` event, then the end of the stream.
+    ``data: {not json`` event, then the end of the stream. ``where="error"`` on a stream
+    request: one valid chunk, then an OpenAI-style ``{"error": ...}`` event (a server that
+    fails mid-stream), then the end of the stream.
     """
 
-    where: Literal["body", "sse"] = "body"
+    where: Literal["body", "sse", "error"] = "body"
 
 
 @dataclass(frozen=True)
@@ -737,10 +739,15 @@ class ScriptedModelServer:
             return keep_alive
 
         if isinstance(step, Malformed):
-            if stream and step.where == "sse":
+            if stream and step.where in ("sse", "error"):
+                broken = (
+                    b"data: {not json\n\n"
+                    if step.where == "sse"
+                    else _sse_event(_error_payload(500, "the model crashed mid-stream"))
+                )
                 events = [
                     _sse_event(self._chunk(model, {"role": "assistant", "content": "partial"})),
-                    b"data: {not json\n\n",
+                    broken,
                 ]
                 await self._send_stream(writer, events, token_delay, keep_alive, complete=True)
             else:
