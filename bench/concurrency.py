@@ -1,6 +1,8 @@
 """Row 4: I/O concurrency of one worker process (the project's default pool): a scripted model
 that answers after 1 s, 200 runs in flight, against the bound (200 runs/s) and against bare
-Celery prefork ``-c 2`` whose task sleeps 1 s, as a blocking model call would.
+Celery prefork ``-c 2`` whose task sleeps 1 s, as a blocking model call would. The notes also
+show the model calls alone, 200 in flight through the worker's own HTTP pools in this process
+(no Celery, no Redis): the ceiling of the HTTP stack on this host.
 
 The worker's memory is read from /proc (VmRSS) idle (after a warm-up) and at its peak while
 the runs are in flight; the growth divided by the runs in flight is the cost of one run.
@@ -16,7 +18,10 @@ import bare_app
 from figures import Row, part_main, rss_kib, size, threads_of, value_row
 from stack import agents_stack, model_server, our_pool, run_many
 
-from celery_agents import Agent
+from celery_agents import Agent, Settings
+from celery_agents.config.manifest import AgentsManifest
+from celery_agents.llm.base import ModelRequest
+from celery_agents.llm.providers import ModelFactory
 
 LATENCY = 1.0
 IN_FLIGHT = 200
@@ -60,6 +65,33 @@ def bare_rate(url: str, pool: str, concurrency: int, tasks: int) -> float:
         worker.stop()
 
 
+def model_calls_alone(url: str, calls: int) -> float:
+    """Calls/s of the scripted model, ``IN_FLIGHT`` at once, through a ``ModelFactory``."""
+    manifest = AgentsManifest.model_validate({"providers": {"scripted": {"base_url": url}}})
+
+    async def run() -> float:
+        models = ModelFactory(Settings(), manifest)
+        slots = asyncio.Semaphore(IN_FLIGHT)
+
+        async def one() -> None:
+            async with slots:
+                model = await models.get("scripted:m")
+                async for _ in model.stream(
+                    ModelRequest(messages=[{"role": "user", "content": "x"}])
+                ):
+                    pass
+
+        try:
+            await asyncio.gather(*(one() for _ in range(IN_FLIGHT)))  # warm: connections
+            started = time.perf_counter()
+            await asyncio.gather(*(one() for _ in range(calls)))
+            return calls / (time.perf_counter() - started)
+        finally:
+            await models.aclose()
+
+    return asyncio.run(run())
+
+
 def measure() -> list[Row]:
     runs = size(1000, 400, "BENCH_IO_RUNS")
     with (
@@ -74,6 +106,7 @@ def measure() -> list[Row]:
             seconds = asyncio.run(run_many(agent, runs, IN_FLIGHT))
         prefork = bare_rate(s.url, "prefork", 2, size(10, 4))
         threads = bare_rate(s.url, "threads", IN_FLIGHT, size(1000, 400))
+        alone = model_calls_alone(model_url, runs)
     rate = runs / seconds
     bound = IN_FLIGHT / LATENCY
     per_run = (peak.rss - idle_rss) / IN_FLIGHT
@@ -87,7 +120,8 @@ def measure() -> list[Row]:
             at_least=0.85 * bound,
             note=f"{runs} runs, one worker, {our_pool()} pool -c {IN_FLIGHT}: "
             f"{rate / bound:.2f} of the bound ({bound:g}/s); bare = Celery prefork -c 2, task "
-            f"sleeps 1 s; bare threads -c {IN_FLIGHT} doing the same: {threads:.0f}/s",
+            f"sleeps 1 s; bare threads -c {IN_FLIGHT} doing the same: {threads:.0f}/s; the model "
+            f"calls alone through the same HTTP pools (no Celery, no Redis): {alone:.0f}/s",
         ),
         value_row(
             "4",
