@@ -8,22 +8,29 @@ level, streamed text, tool calls and usage, and errors that name the status and 
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import openai
 import pytest
 
 from celery_agents import Settings
 from celery_agents.config.manifest import AgentsManifest, ModelSettings
 from celery_agents.errors import ModelError
 from celery_agents.llm.base import Model, ModelRequest, ModelResponse
+from celery_agents.llm.http_backend import use_asyncio_network
 from celery_agents.llm.providers import ModelFactory
 from celery_agents.testing.scripted_server import (
     Fail,
+    Hang,
     Malformed,
     Reply,
     ScriptedModelServer,
     ToolCallSpec,
 )
+from tests.test_redis_auth_tls import make_certificates
 
 KEY = "sk-test-0123456789abcdef"
 
@@ -148,3 +155,75 @@ async def test_an_answer_that_is_not_an_event_stream_is_named(
     scripted_model.script(Malformed("body"))
     with pytest.raises(ModelError, match="malformed response.*expected an event stream"):
         await call(await models.get("p:m"), ask("hi"))
+
+
+def tls_server(folder: Path) -> tuple[Path, ssl.SSLContext]:
+    """A test CA, and a server-side TLS context with a certificate for 127.0.0.1 it signed."""
+    ca, cert, key = make_certificates(folder)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return ca, context
+
+
+def test_the_worker_pools_read_and_write_on_plain_asyncio() -> None:
+    # If an httpx upgrade moves the pool, this fails: the pools would be back on anyio.
+    assert use_asyncio_network(openai.DefaultAsyncHttpxClient())
+
+
+async def test_a_provider_over_https_streams_through_the_asyncio_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca, context = tls_server(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # the pools trust the test CA
+    with ScriptedModelServer(tls=context) as server:
+        assert server.url.startswith("https://")
+        manifest = AgentsManifest.model_validate({"providers": {"tls": {"base_url": server.url}}})
+        factory = ModelFactory(Settings(model_max_retries=0), manifest)
+        try:
+            model = await factory.get("tls:m")
+            for _ in range(2):  # the second call reuses the TLS connection
+                deltas, response = await call(model, ask("over tls"))
+                assert response.text == "over tls" and "".join(deltas) == "over tls"
+            assert server.connections_opened == 1
+        finally:
+            await factory.aclose()
+
+
+async def failure(base_url: str, settings: Settings) -> ModelError:
+    """The error a call to a provider at ``base_url`` ends with."""
+    manifest = AgentsManifest.model_validate({"providers": {"p": {"base_url": base_url}}})
+    factory = ModelFactory(settings, manifest)
+    try:
+        with pytest.raises(ModelError) as raised:
+            await call(await factory.get("p:m"), ask("x"))
+        return raised.value
+    finally:
+        await factory.aclose()
+
+
+async def test_an_untrusted_certificate_is_a_connection_failure_naming_it(
+    tmp_path: Path,
+) -> None:
+    _, context = tls_server(tmp_path)
+    with ScriptedModelServer(tls=context) as server:
+        error = await failure(server.url, Settings(model_max_retries=0))
+        assert server.request_count == 0
+    assert "APIConnectionError" in str(error) and "CERTIFICATE_VERIFY_FAILED" in str(error)
+
+
+async def test_a_server_that_is_not_there_is_a_connection_failure() -> None:
+    with socket.socket() as sock:  # bound, never listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = Settings(model_max_retries=1, model_retry_base_delay=0.01)
+    error = await failure(f"http://127.0.0.1:{port}/v1", settings)
+    assert "after 2 attempts: APIConnectionError" in str(error)
+
+
+async def test_a_server_that_stops_answering_times_out_per_request(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    scripted_model.script(Hang(5))
+    settings = Settings(model_request_timeout=0.3, model_max_retries=0)
+    error = await failure(scripted_model.url, settings)
+    assert "APITimeoutError: Request timed out" in str(error)

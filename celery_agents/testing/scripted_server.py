@@ -25,6 +25,7 @@ import itertools
 import json
 import re
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -404,8 +405,8 @@ class ScriptedModelServer:
 
     Endpoints: ``POST /v1/chat/completions`` (plain or SSE streaming), ``GET /v1/models`` and
     ``GET /health``. ``latency`` (seconds before a completion's first byte) and ``token_delay``
-    (seconds between streamed chunks) can be changed while the server runs. All public methods
-    are thread-safe.
+    (seconds between streamed chunks) can be changed while the server runs. With ``tls`` (a
+    server-side ``ssl.SSLContext``) it speaks HTTPS. All public methods are thread-safe.
     """
 
     def __init__(
@@ -415,8 +416,10 @@ class ScriptedModelServer:
         *,
         latency: float = 0.0,
         token_delay: float = 0.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.tls = tls
         self.latency = latency
         self.token_delay = token_delay
         self._requested_port = port
@@ -503,9 +506,10 @@ class ScriptedModelServer:
 
     @property
     def url(self) -> str:
-        """The OpenAI ``base_url``, e.g. ``http://127.0.0.1:PORT/v1``."""
+        """The OpenAI ``base_url``, e.g. ``http://127.0.0.1:PORT/v1`` (https with ``tls``)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/v1"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}/v1"
 
     # ------------------------------------------------------------------------------ scripting
 
@@ -586,6 +590,7 @@ class ScriptedModelServer:
             self._requested_port,
             backlog=_BACKLOG,
             limit=_HEAD_LIMIT,
+            ssl=self.tls,
         )
         shutdown = asyncio.Event()
         self._loop, self._shutdown = asyncio.get_running_loop(), shutdown
