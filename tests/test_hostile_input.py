@@ -176,6 +176,20 @@ async def test_a_raw_message_with_arguments_the_task_does_not_take_is_refused(
     await echo()
 
 
+@pytest.mark.parametrize(
+    "body", [((), 5, {}), ((), {"payload": {}}, ["chain"]), ("args", {}, None), [1, 2]]
+)
+async def test_a_message_body_of_the_wrong_shape_is_dropped_alone_and_the_worker_runs_on(
+    private_worker: Callable[..., WorkerProcess], body: tuple[Any, ...]
+) -> None:
+    worker = private_worker(concurrency=1)
+    run_id = uuid.uuid4().hex
+    publish_raw(body, task_id=run_id)
+    await echo()  # handled (concurrency 1), and the worker is still consuming
+    assert worker.process.poll() is None
+    assert "Received invalid task message" in log_of(worker)  # logged, then dropped
+
+
 async def test_a_message_cannot_speak_for_another_run(scripted_model: ScriptedModelServer) -> None:
     victim, sender = uuid.uuid4().hex, uuid.uuid4().hex
     publish_raw(task_body(run_payload(victim)), task_id=sender)

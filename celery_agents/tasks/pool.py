@@ -203,6 +203,7 @@ def _decoded(args: tuple[Any, ...], name: str) -> tuple[str, dict[str, Any], Any
         call_args, call_kwargs, embed = decoded
     except Exception:
         return None
+    # Its shape was checked when Celery made its request (``AgentRequest``).
     return task_id, headers, (call_args, call_kwargs, embed or {})
 
 
@@ -213,7 +214,7 @@ def _team_run_start(args: tuple[Any, ...]) -> tuple[str, Any, dict[str, Any]] | 
     if decoded is None:
         return None
     task_id, headers, (call_args, call_kwargs, embed) = decoded
-    payload = call_kwargs.get("payload") if isinstance(call_kwargs, dict) else None
+    payload = call_kwargs.get("payload")
     if call_args or set(call_kwargs) != {"payload"} or any(embed.values()):
         return None
     node = payload.get("node") if isinstance(payload, dict) else None
