@@ -24,7 +24,6 @@ class ConversationStore:
         self._redis = client
         self._keys = keys
         self._ttl = ttl
-        self._append = client.register_script(_APPEND_ONCE)
 
     async def load(self, conversation_id: str) -> list[ChatMessage]:
         raw = await self._redis.lrange(self._keys.conversation(conversation_id), 0, -1)
@@ -38,31 +37,26 @@ class ConversationStore:
     def parse(raw: list[bytes] | list[bytes | str]) -> list[ChatMessage]:
         return [ChatMessage.model_validate_json(item) for item in raw]
 
-    async def append(self, conversation_id: str, run_id: str, messages: list[ChatMessage]) -> bool:
-        """Append ``messages`` unless ``run_id`` was appended before; True if appended now."""
-        keys = [
-            self._keys.conversation(conversation_id),
-            self._keys.conversation_runs(conversation_id),
-        ]
-        args: list[str | int] = [run_id, self._ttl, *_dumped(messages)]
-        return bool(await self._append(keys=keys, args=args))
-
     def append_in(
         self, pipe: Pipeline, conversation_id: str, run_id: str, messages: list[ChatMessage]
     ) -> None:
-        """Queue ``append`` on ``pipe`` (a run's final round trip). As ``EVAL``, not
-        ``EVALSHA``: a Redis that lost its scripts (restarted) still appends, in order."""
+        """Queue the append of ``messages`` on ``pipe`` (a run's final round trip), unless
+        ``run_id`` was appended before. As ``EVAL``, not ``EVALSHA``: a Redis that lost its
+        scripts (restarted) still appends, in order."""
         keys = [
             self._keys.conversation(conversation_id),
             self._keys.conversation_runs(conversation_id),
         ]
-        pipe.eval(_APPEND_ONCE, len(keys), *keys, run_id, self._ttl, *_dumped(messages))
+        pipe.eval(
+            _APPEND_ONCE,
+            len(keys),
+            *keys,
+            run_id,
+            self._ttl,
+            *(m.model_dump_json() for m in messages),
+        )
 
     async def clear(self, conversation_id: str) -> None:
         await self._redis.delete(
             self._keys.conversation(conversation_id), self._keys.conversation_runs(conversation_id)
         )
-
-
-def _dumped(messages: list[ChatMessage]) -> list[str]:
-    return [m.model_dump_json() for m in messages]

@@ -82,9 +82,7 @@ def register_tasks(app: Celery) -> None:
         try:
             build_canvas(app, tree).apply_async()
         except Exception as exc:  # the broker refused: say so on the run's stream
-            error = RunError(f"could not start team run {tree.run_id}: {exc}")
-            runtime.loop.run(_channel(runtime, tree.run_id, tree.node.name).failed(error))
-            raise error from None
+            raise runtime.loop.run(_start_refused(runtime, tree, exc)) from None
         return _team_started(tree)
 
     @app.task(name=COLLECT_TEAM, bind=True, base=AgentTask)  # type: ignore[untyped-decorator]
@@ -122,9 +120,7 @@ async def start_team_run(
         canvas = build_canvas(direct.app, tree)
         first = direct.capture(canvas.apply_async)
     except Exception as exc:  # a canvas Celery refused: say so on the run's stream
-        error = RunError(f"could not start team run {tree.run_id}: {exc}")
-        await _channel(runtime, tree.run_id, tree.node.name).failed(error)
-        raise error from None
+        raise await _start_refused(runtime, tree, exc) from None
     await _started(runtime, tree, first)
     return _team_started(tree)
 
@@ -277,6 +273,13 @@ async def _started(runtime: WorkerRuntime, tree: TreePayload, first: Sequence[Pu
         await runtime.publisher.publish_to(
             [(tree.run_id, started)], after=pipe, then=lambda p: queue_pushes(p, first)
         )
+
+
+async def _start_refused(runtime: WorkerRuntime, tree: TreePayload, exc: Exception) -> RunError:
+    """The error of a tree whose canvas could not be sent, published on its stream."""
+    error = RunError(f"could not start team run {tree.run_id}: {exc}")
+    await _channel(runtime, tree.run_id, tree.node.name).failed(error)
+    return error
 
 
 def _team_started(tree: TreePayload) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from ..llm.agent_loop import run_agent_loop
 from ..messages import ChatMessage, Participant, ToolCallInfo, Usage
 from ..runstate import final_state
 from ..streaming.outbox import Outbox
+from ..streaming.publisher import Then
 from ..tasks.names import RUN_AGENT
 from ..tasks.payload import RunPayload
 from ..tasks.records import MemberRecord
@@ -82,6 +83,15 @@ def run_channel(runtime: WorkerRuntime, payload: RunPayload) -> RunChannel:
 
 # Queues what must be written with a run's end (its result or its error), after its events.
 Ending: TypeAlias = Callable[[Pipeline, ChatMessage | None, CeleryAgentsError | None], None]
+
+
+def _then(
+    ending: Ending | None, message: ChatMessage | None, error: CeleryAgentsError | None
+) -> Then | None:
+    """``ending``'s writes for this outcome, as the run's end round trip takes them."""
+    if ending is None:
+        return None
+    return lambda pipe: ending(pipe, message, error)
 
 
 async def execute_run(
@@ -215,8 +225,7 @@ async def _execute_claimed(
                 state=(run_id, "succeeded", ttl),
             )
             pipe.delete(runtime.keys.run_lock(run_id))  # ended: the record now answers claims
-            then = (lambda p: ending(p, message, None)) if ending is not None else None
-            await channel.done(message, after=pipe, then=then)
+            await channel.done(message, after=pipe, then=_then(ending, message, None))
         _log_end(payload, started, "succeeded", message.usage)
         return message
     if not payload.lineage and worth_keeping(error):
@@ -228,9 +237,7 @@ async def _execute_claimed(
         state = (run_id, final_state(error), runtime.settings.result_ttl)
         record_run(pipe, runtime.keys, agent.name, None, None, ok=False, state=state)
         pipe.delete(runtime.keys.run_lock(run_id))
-        failure = error
-        then = (lambda p: ending(p, None, failure)) if ending is not None else None
-        await channel.failed(error, after=pipe, then=then)
+        await channel.failed(error, after=pipe, then=_then(ending, None, error))
     _log_end(payload, started, f"failed error={type(error).__name__}", None)
     raise error
 
