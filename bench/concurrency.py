@@ -2,7 +2,8 @@
 that answers after 1 s, 200 runs in flight, against the bound (200 runs/s) and against bare
 Celery prefork ``-c 2`` whose task sleeps 1 s, as a blocking model call would. The notes also
 show the model calls alone, 200 in flight through the worker's own HTTP pools in this process
-(no Celery, no Redis): the ceiling of the HTTP stack on this host.
+(no Celery, no Redis): the ceiling of the HTTP stack on this host; and the same runs on a model
+that waits 1 s on the worker's loop (no HTTP): the ceiling of Celery and our run path.
 
 The worker's memory is read from /proc (VmRSS) idle (after a warm-up) and at its peak while
 the runs are in flight; the growth divided by the runs in flight is the cost of one run.
@@ -13,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import bare_app
+from bench_models import WAIT_MODEL
 from figures import Row, part_main, rss_kib, size, threads_of, value_row
 from stack import agents_stack, model_server, our_pool, run_many
 
@@ -92,6 +95,19 @@ def model_calls_alone(url: str, calls: int) -> float:
     return asyncio.run(run())
 
 
+def without_http(runs: int) -> float:
+    """Runs/s of the same runs on ``test:wait1s``: a worker-side model that waits 1 s."""
+    here = str(Path(__file__).resolve().parent)
+    with agents_stack(
+        concurrency=IN_FLIGHT,
+        tools={"noop": "bench_models:noop"},  # loads bench_models, which registers the model
+        worker_env={"PYTHONPATH": here},
+    ):
+        agent = Agent("io", WAIT_MODEL)
+        asyncio.run(run_many(agent, 20, 20))
+        return runs / asyncio.run(run_many(agent, runs, IN_FLIGHT))
+
+
 def measure() -> list[Row]:
     runs = size(1000, 400, "BENCH_IO_RUNS")
     with (
@@ -107,6 +123,7 @@ def measure() -> list[Row]:
         prefork = bare_rate(s.url, "prefork", 2, size(10, 4))
         threads = bare_rate(s.url, "threads", IN_FLIGHT, size(1000, 400))
         alone = model_calls_alone(model_url, runs)
+    no_http = without_http(runs)
     rate = runs / seconds
     bound = IN_FLIGHT / LATENCY
     per_run = (peak.rss - idle_rss) / IN_FLIGHT
@@ -121,7 +138,8 @@ def measure() -> list[Row]:
             note=f"{runs} runs, one worker, {our_pool()} pool -c {IN_FLIGHT}: "
             f"{rate / bound:.2f} of the bound ({bound:g}/s); bare = Celery prefork -c 2, task "
             f"sleeps 1 s; bare threads -c {IN_FLIGHT} doing the same: {threads:.0f}/s; the model "
-            f"calls alone through the same HTTP pools (no Celery, no Redis): {alone:.0f}/s",
+            f"calls alone through the same HTTP pools (no Celery, no Redis): {alone:.0f}/s; the "
+            f"same runs on a model that waits 1 s on the worker's loop (no HTTP): {no_http:.0f}/s",
         ),
         value_row(
             "4",

@@ -45,16 +45,18 @@ def agents_stack(
     workers: int = 1,
     concurrency: int = 8,
     providers: dict[str, dict[str, Any]] | None = None,
+    tools: dict[str, str] | None = None,
     worker_env: dict[str, str] | None = None,
     **settings: Any,
 ) -> Iterator[Stack]:
     """A private Redis, ``workers`` threads-pool workers and the facade configured on them
-    (``settings``: extra ``Settings`` fields for the facade). Everything stops on exit."""
+    (``settings``: extra ``Settings`` fields for the facade; ``tools``: the manifest's, which
+    the workers import). Everything stops on exit."""
     with ExitStack() as stack:
         redis = start_redis_server()
         stack.callback(redis.stop)
         manifest = redis.workdir / "bench-agents.yaml"
-        manifest.write_text(yaml.safe_dump({"providers": providers or {}}))
+        manifest.write_text(yaml.safe_dump({"providers": providers or {}, "tools": tools or {}}))
         ours = Stack(redis, manifest)
         for _ in range(workers):
             worker = start_worker(

@@ -11,7 +11,7 @@ from celery_agents import Agent, Settings
 from celery_agents.events import RunDone, TextDelta
 from celery_agents.facade.client import CLIENT_NAME
 from celery_agents.llm.base import ModelRequest
-from celery_agents.llm.offline import TestModel
+from celery_agents.llm.offline import FunctionModel, TestModel
 from celery_agents.testing.scripted_server import Reply, ScriptedModelServer
 
 
@@ -52,3 +52,23 @@ async def test_the_test_model_echoes_and_streams_word_by_word() -> None:
     *deltas, final = items
     assert "".join(deltas) == final.text == "one two  three"  # type: ignore[union-attr]
     assert len(deltas) == 3
+
+
+async def test_a_function_model_may_be_async_and_wait() -> None:
+    released = asyncio.Event()
+
+    async def answer(request: ModelRequest) -> str:
+        await released.wait()  # a model that waits, without holding the loop
+        return "late answer"
+
+    request = ModelRequest(messages=[{"role": "user", "content": "x"}])
+    pending = asyncio.ensure_future(_collect(FunctionModel(answer, ref="test:late"), request))
+    await asyncio.sleep(0)
+    assert not pending.done()
+    released.set()
+    *deltas, final = await asyncio.wait_for(pending, 5)
+    assert "".join(deltas) == final.text == "late answer"  # type: ignore[union-attr]
+
+
+async def _collect(model: FunctionModel, request: ModelRequest) -> list[object]:
+    return [item async for item in model.stream(request)]

@@ -2,21 +2,24 @@
 
 Behaviours: ``echo`` (answers with the last user message), ``tools`` (calls every offered
 tool once, then reports their results), ``fail`` (raises ``ModelError``). ``FunctionModel``
-wraps a function; register it with ``register_test_model`` to use it as ``test:<name>``.
+wraps a function (plain or ``async``: an async one may wait, as a model would); register it
+with ``register_test_model`` to use it as ``test:<name>``.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ..errors import ModelError, UnknownProviderError
 from ..messages import Usage
 from .base import ModelRequest, ModelResponse, ToolCallRequest
 
-FunctionHandler = Callable[[ModelRequest], str | ModelResponse]
+Answer = str | ModelResponse
+FunctionHandler = Callable[[ModelRequest], Answer | Awaitable[Answer]]
 _FUNCTION_MODELS: dict[str, FunctionHandler] = {}
 _WORDS = re.compile(r"\s*\S+\s*|\s+")
 
@@ -39,6 +42,8 @@ class FunctionModel:
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
         answer = self._handler(request)
+        if inspect.isawaitable(answer):
+            answer = await answer
         response = answer if isinstance(answer, ModelResponse) else _text_response(request, answer)
         for piece in _WORDS.findall(response.text):
             yield piece
