@@ -7,11 +7,14 @@ level, streamed text, tool calls and usage, and errors that name the status and 
 
 from __future__ import annotations
 
+import fcntl
 import json
+import resource
 import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 import openai
 import pytest
@@ -20,7 +23,9 @@ from celery_agents import Settings
 from celery_agents.config.manifest import AgentsManifest, ModelSettings
 from celery_agents.errors import ModelError
 from celery_agents.llm.base import Model, ModelRequest, ModelResponse
-from celery_agents.llm.http_backend import use_asyncio_network
+from celery_agents.llm.chat_http import ChatEndpoint
+from celery_agents.llm.http_backend import _readable_now, use_asyncio_network
+from celery_agents.llm.openai_model import RetryPolicy
 from celery_agents.llm.providers import ModelFactory
 from celery_agents.testing.scripted_server import (
     Fail,
@@ -129,6 +134,8 @@ async def test_a_client_error_names_the_status_and_the_providers_message(
         await call(await models.get("p:m"), ask("hi"))
     assert KEY not in str(e.value) and "<redacted>" in str(e.value)
     assert e.value.details["status_code"] == 422
+    # The SDK's error, whose message echoed the key, is not kept inside ours either.
+    assert e.value.__context__ is None and e.value.__cause__ is None
 
 
 async def test_a_server_error_is_retried_then_answered(
@@ -227,3 +234,89 @@ async def test_a_server_that_stops_answering_times_out_per_request(
     settings = Settings(model_request_timeout=0.3, model_max_retries=0)
     error = await failure(scripted_model.url, settings)
     assert "APITimeoutError: Request timed out" in str(error)
+
+
+async def test_a_page_that_is_no_event_stream_is_named_not_taken_for_an_empty_answer(
+    models: ModelFactory, scripted_model: ScriptedModelServer
+) -> None:
+    scripted_model.script(Malformed("html"))  # a proxy's sign-in page, say
+    with pytest.raises(ModelError, match="expected an event stream, got text/html.*Sign in"):
+        await call(await models.get("p:m"), ask("hi"))
+
+
+@pytest.mark.parametrize("after", ["done-then-close", "done-then-open"])
+async def test_an_answer_ends_at_done_whatever_the_connection_does_after(
+    scripted_model: ScriptedModelServer, after: Literal["done-then-close", "done-then-open"]
+) -> None:
+    # Held open, the rest of the body would have been waited for until the request timed out.
+    scripted_model.script(Malformed(after), Malformed(after))
+    manifest = AgentsManifest.model_validate({"providers": {"p": {"base_url": scripted_model.url}}})
+    factory = ModelFactory(Settings(model_max_retries=0, model_request_timeout=30), manifest)
+    try:
+        model = await factory.get("p:m")
+        for _ in range(2):  # and the connection it left unfinished is not used again
+            deltas, response = await call(model, ask("whole answer"))
+            assert response.text == "".join(deltas) == "whole answer"
+        assert scripted_model.connections_opened == 2
+    finally:
+        await factory.aclose()
+
+
+async def test_a_body_that_cannot_be_decoded_is_a_named_model_error(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    scripted_model.script(Malformed("gzip"))
+    error = await failure(scripted_model.url, Settings(model_max_retries=0))
+    assert "decompressing" in str(error)
+
+
+async def test_a_stream_that_stops_after_its_headers_times_out_as_a_timeout(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    scripted_model.script(Reply("one two three", token_delay=5))
+    settings = Settings(model_request_timeout=0.3, model_max_retries=0)
+    error = await failure(scripted_model.url, settings)
+    assert "APITimeoutError" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (401, openai.AuthenticationError),
+        (429, openai.RateLimitError),
+        (503, openai.InternalServerError),
+        (418, openai.APIStatusError),
+    ],
+)
+async def test_a_status_is_raised_as_the_sdks_own_subclass(
+    scripted_model: ScriptedModelServer, status: int, kind: type[openai.APIStatusError]
+) -> None:
+    scripted_model.script(Fail(status))
+    async with openai.DefaultAsyncHttpxClient() as http:
+        client = openai.AsyncOpenAI(base_url=scripted_model.url, api_key="k", http_client=http)
+        endpoint = ChatEndpoint.of(client, http)
+        with pytest.raises(openai.APIStatusError) as raised:
+            async for _ in endpoint.stream({"model": "m", "messages": [], "stream": True}, 5):
+                pass
+    assert type(raised.value) is kind and raised.value.status_code == status
+
+
+def test_a_retry_after_that_is_no_number_leaves_our_backoff() -> None:
+    policy = RetryPolicy(base_delay=0.5)
+    for advice in (float("nan"), float("inf")):
+        assert 0.375 <= policy.delay(0, advice) <= 0.625
+    assert policy.delay(0, 2.0) == 2.0
+
+
+@pytest.mark.skipif(
+    resource.getrlimit(resource.RLIMIT_NOFILE)[0] <= 1100, reason="needs more than 1,100 fds"
+)
+def test_idle_connections_are_checked_on_descriptors_past_1024() -> None:
+    # select() refuses descriptors from 1024 on; a worker with many connections has them.
+    ours, theirs = socket.socketpair()
+    far = socket.socket(fileno=fcntl.fcntl(ours.fileno(), fcntl.F_DUPFD, 1024))
+    with ours, theirs, far:
+        assert far.fileno() >= 1024
+        assert not _readable_now(far.fileno())
+        theirs.sendall(b"x")
+        assert _readable_now(far.fileno())

@@ -52,3 +52,15 @@ def test_the_last_event_without_its_blank_line_is_given_at_the_end() -> None:
 
 def test_a_field_without_a_space_after_the_colon_keeps_its_value() -> None:
     assert decode([b"data:x\n\ndata:  two spaces\n\n"]) == [SseEvent("x"), SseEvent(" two spaces")]
+
+
+@pytest.mark.parametrize("size", [1, 2, 4, len(STREAM) + 3])
+def test_a_leading_byte_order_mark_is_dropped_however_it_is_split(size: int) -> None:
+    stream = b"\xef\xbb\xbf" + b'data: {"a": 1}\n\n'
+    pieces = [stream[i : i + size] for i in range(0, len(stream), size)]
+    assert decode(pieces) == [SseEvent('{"a": 1}')]
+
+
+def test_only_a_byte_order_mark_at_the_very_start_is_dropped() -> None:
+    # Later in the stream it is part of a field name, so that line is not a data line.
+    assert decode([b"data: x\n\n\xef\xbb\xbfdata: y\n\n"]) == [SseEvent("x")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -141,11 +142,13 @@ def _correction(response: ModelResponse, via_tool: bool, problem: str) -> list[d
 
 
 async def _call_model(model: Model, request: ModelRequest, emit: Emitter) -> ModelResponse:
-    async for item in model.stream(request):
-        if isinstance(item, str):
-            await emit.text(item)
-        else:
-            return item
+    # Closed as soon as it gave its response: what it holds (a lease, a connection) goes now.
+    async with aclosing(model.stream(request)) as items:
+        async for item in items:
+            if isinstance(item, str):
+                await emit.text(item)
+            else:
+                return item
     raise ModelError(f"{model.ref}: the model stream ended without a response", model=model.ref)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,4 +49,4 @@ class Model(Protocol):
         """``provider:name``, as the agent named it."""
         ...
 
-    def stream(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]: ...
+    def stream(self, request: ModelRequest) -> AsyncGenerator[str | ModelResponse]: ...

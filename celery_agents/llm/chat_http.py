@@ -12,14 +12,16 @@ Failures are raised as the SDK's own exceptions, so the retry policy reads one e
 - ``openai.APITimeoutError`` / ``openai.APIConnectionError``: no answer, or the stream broke;
 - ``openai.APIError``: the server sent an ``error`` object in the stream;
 - ``ValueError`` (``json.JSONDecodeError``, ``UnicodeDecodeError``): a chunk that is not JSON,
-  or a 200 answer in JSON where a stream was asked for.
+  or a 200 answer in JSON, or with no event at all, where a stream was asked for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -30,6 +32,7 @@ from openai import AsyncOpenAI
 from .sse import SseDecoder
 
 _EXCERPT = 200  # characters of an unexpected answer quoted in the error
+_AFTER_DONE = 0.1  # seconds to read what follows [DONE] (the body's end) before closing
 
 
 def http_library() -> ModuleType:
@@ -56,7 +59,7 @@ class ChatEndpoint:
         headers["Accept"] = "text/event-stream"
         return cls(http, f"{client.base_url}chat/completions", headers)
 
-    async def stream(self, body: dict[str, Any], timeout: float) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, body: dict[str, Any], timeout: float) -> AsyncGenerator[dict[str, Any]]:
         """The parsed chunks of one streamed completion of ``body``, up to ``[DONE]``."""
         request = self.http.build_request(
             "POST", self.url, content=json.dumps(body), headers=self.headers, timeout=timeout
@@ -72,9 +75,12 @@ class ChatEndpoint:
                 _refuse_json_body(response)
             # Other content types are read as a stream, as the SDK does: servers label them
             # loosely; what is not an event stream fails as one.
-            async for chunk in _chunks(response):
-                yield chunk
-        except _HTTP.TransportError as exc:  # a read timed out or the connection broke
+            async with aclosing(_chunks(response)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        except _HTTP.TimeoutException as exc:  # the answer stopped coming
+            raise openai.APITimeoutError(request=request) from exc
+        except _HTTP.RequestError as exc:  # the connection broke, or a body not decodable
             raise openai.APIConnectionError(message=str(exc), request=request) from exc
         finally:
             await response.aclose()
@@ -85,28 +91,45 @@ async def _send(http: Any, request: Any) -> Any:
         return await http.send(request, stream=True)
     except _HTTP.TimeoutException as exc:
         raise openai.APITimeoutError(request=request) from exc
-    except _HTTP.TransportError as exc:
+    except _HTTP.RequestError as exc:
         raise openai.APIConnectionError(message=str(exc), request=request) from exc
 
 
-async def _chunks(response: Any) -> AsyncIterator[dict[str, Any]]:
-    """The stream's JSON chunks up to ``[DONE]``; the body is read to its end either way, so
-    the connection goes back to the pool (one left unread is closed instead)."""
+async def _chunks(response: Any) -> AsyncGenerator[dict[str, Any]]:
+    """The stream's JSON chunks up to ``[DONE]``. What follows ``[DONE]`` is read for a moment
+    (``_AFTER_DONE``), so that the connection goes back to the pool; it is not the answer,
+    and its errors are not the call's (a connection left unread is closed instead)."""
     decoder = SseDecoder()
-    finished = False
-    async for data in response.aiter_bytes():
-        if finished:
-            continue
+    body = response.aiter_bytes()
+    start = b""  # the first bytes, to quote if they were no event stream at all
+    events = 0
+    async for data in body:
+        start = start or data[:_EXCERPT]
         for event in decoder.feed(data):
             if event.data.startswith("[DONE]"):
-                finished = True
-                break
-            yield _chunk(event.data, response)
-    if not finished:
-        for event in decoder.close():
-            if event.data.startswith("[DONE]"):
+                await _read_rest(body)
                 return
+            events += 1
             yield _chunk(event.data, response)
+    for event in decoder.close():
+        if event.data.startswith("[DONE]"):
+            return
+        events += 1
+        yield _chunk(event.data, response)
+    if not events:
+        kind = response.headers.get("content-type") or "no content type"
+        raise ValueError(
+            f"expected an event stream, got {kind}: {start.decode(errors='replace')!r}"
+        )
+
+
+async def _read_rest(body: AsyncIterator[bytes]) -> None:
+    try:
+        async with asyncio.timeout(_AFTER_DONE):
+            async for _ in body:
+                pass
+    except (TimeoutError, _HTTP.HTTPError):
+        pass
 
 
 def _chunk(data: str, response: Any) -> dict[str, Any]:
@@ -144,6 +167,20 @@ def _status_error(response: Any) -> openai.APIStatusError:
         body = text or None
     if isinstance(body, dict):  # {"error": {...}}: the SDK keeps the inner object, as we do
         body = body.get("error", body)
-    return openai.APIStatusError(
-        f"Error code: {response.status_code} - {body}", response=response, body=body
+    status = response.status_code
+    kind = _STATUS_ERRORS.get(status, openai.InternalServerError if status >= 500 else None)
+    return (kind or openai.APIStatusError)(
+        f"Error code: {status} - {body}", response=response, body=body
     )
+
+
+# The SDK's subclass for each status, as its own client raises them.
+_STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
+    400: openai.BadRequestError,
+    401: openai.AuthenticationError,
+    403: openai.PermissionDeniedError,
+    404: openai.NotFoundError,
+    409: openai.ConflictError,
+    422: openai.UnprocessableEntityError,
+    429: openai.RateLimitError,
+}

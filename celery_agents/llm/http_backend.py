@@ -23,6 +23,9 @@ from .chat_http import http_library
 
 # httpcore's own exception types (the module is httpcore, or httpcore2 beside httpx2)
 _CORE: Any = importlib.import_module(http_library().__name__.replace("httpx", "httpcore"))
+# A host with several addresses: the next one is tried after this long, beside the first
+# (RFC 8305), so an address whose route drops packets does not cost the connect timeout.
+_NEXT_ADDRESS_AFTER = 0.25
 
 
 @contextmanager
@@ -54,7 +57,12 @@ class AsyncioNetworkStream(_CORE.AsyncNetworkStream):  # type: ignore[misc]  # u
                 await self._writer.drain()
 
     async def aclose(self) -> None:
-        self._writer.close()
+        if self._writer.get_extra_info("ssl_object") is not None:
+            # No TLS goodbye: asyncio's would hold the socket until the peer answers (up to
+            # 30 s); httpcore only closes a connection it is done with, as anyio's does.
+            self._writer.transport.abort()
+        else:
+            self._writer.close()
 
     async def start_tls(
         self,
@@ -93,8 +101,7 @@ class AsyncioNetworkStream(_CORE.AsyncNetworkStream):  # type: ignore[misc]  # u
         sock = self._writer.get_extra_info("socket")
         if sock is None or sock.fileno() < 0:
             return True
-        readable, _, _ = select.select([sock.fileno()], [], [], 0)
-        return bool(readable)
+        return _readable_now(sock.fileno())
 
 
 class AsyncioNetworkBackend(_CORE.AsyncNetworkBackend):  # type: ignore[misc]  # untyped base
@@ -109,9 +116,12 @@ class AsyncioNetworkBackend(_CORE.AsyncNetworkBackend):  # type: ignore[misc]  #
         with _mapped(_CORE.ConnectTimeout, _CORE.ConnectError):
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(
-                    host, port, local_addr=(local_address, 0) if local_address else None
+                    host,
+                    port,
+                    local_addr=(local_address, 0) if local_address else None,
+                    happy_eyeballs_delay=_NEXT_ADDRESS_AFTER,
                 )
-        _apply(writer, socket_options)  # asyncio sets TCP_NODELAY itself
+            _apply(writer, socket_options)  # asyncio sets TCP_NODELAY itself
         return AsyncioNetworkStream(reader, writer)
 
     async def connect_unix_socket(
@@ -123,7 +133,7 @@ class AsyncioNetworkBackend(_CORE.AsyncNetworkBackend):  # type: ignore[misc]  #
         with _mapped(_CORE.ConnectTimeout, _CORE.ConnectError):
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_unix_connection(path)
-        _apply(writer, socket_options)
+            _apply(writer, socket_options)
         return AsyncioNetworkStream(reader, writer)
 
     async def sleep(self, seconds: float) -> None:
@@ -132,8 +142,21 @@ class AsyncioNetworkBackend(_CORE.AsyncNetworkBackend):  # type: ignore[misc]  #
 
 def _apply(writer: asyncio.StreamWriter, options: Iterable[tuple[Any, ...]] | None) -> None:
     sock = writer.get_extra_info("socket")
-    for option in options or ():
-        sock.setsockopt(*option)
+    try:
+        for option in options or ():
+            sock.setsockopt(*option)
+    except OSError:
+        writer.transport.abort()
+        raise
+
+
+def _readable_now(fd: int) -> bool:
+    """Whether ``fd`` has something to read (poll: ``select`` fails on fds from 1024 on)."""
+    if not hasattr(select, "poll"):  # Windows
+        return bool(select.select([fd], [], [], 0)[0])
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def use_asyncio_network(client: Any) -> bool:

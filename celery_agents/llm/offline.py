@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from ..errors import ModelError, UnknownProviderError
@@ -40,7 +40,7 @@ class FunctionModel:
     def ref(self) -> str:
         return self._ref
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[str | ModelResponse]:
         answer = self._handler(request)
         if inspect.isawaitable(answer):
             answer = await answer

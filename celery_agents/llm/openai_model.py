@@ -11,8 +11,10 @@ After the budget a ``ModelError`` names the provider, the status and the provide
 from __future__ import annotations
 
 import asyncio
+import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +38,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """The provider's retry-after when it gave one (it knows best, up to a minute);
         otherwise our exponential backoff with jitter, capped at ``max_delay``."""
-        if retry_after is not None:
+        if retry_after is not None and math.isfinite(retry_after):  # "nan" is no advice
             return float(min(max(retry_after, 0.0), RETRY_AFTER_CAP))
         backoff = self.base_delay * 2.0**attempt
         return min(backoff * (0.75 + random.random() / 2), self.max_delay)
@@ -74,47 +76,65 @@ class OpenAIModel:
     def ref(self) -> str:
         return self._ref
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[str | ModelResponse]:
         attempt = 0
         while True:
-            emitted = False
+            emitted = throttled = False
             try:
-                async for item in self._stream_once(request):
-                    if isinstance(item, str):
-                        emitted = True
-                    yield item
+                async with aclosing(self._stream_once(request)) as items:
+                    async for item in items:
+                        if isinstance(item, str):
+                            emitted = True
+                        yield item
                 return
-            except openai.APIStatusError as exc:
-                status = exc.status_code
-                retryable = status in _RETRY_STATUS or status >= 500
-                if not retryable or emitted or attempt >= self._retry.max_retries:
-                    raise self._error(exc, attempt, status=status) from None
-                delay = self._retry.delay(attempt, _retry_after(exc))
-                if status == 429 and self._on_throttle is not None:
-                    await self._on_throttle(delay)  # the fleet slows down, not just this run
-            except openai.APIConnectionError as exc:  # includes timeouts
-                if emitted or attempt >= self._retry.max_retries:
-                    raise self._error(exc, attempt) from None
-                delay = self._retry.delay(attempt, None)
-            except openai.APIError as exc:  # the server's own error, sent in the stream
-                raise self._error(exc, attempt) from None
-            except (openai.OpenAIError, ValueError) as exc:
-                raise ModelError(
-                    f"{self._ref}: malformed response from the model server: "
-                    f"{self._redacted(str(exc))}",
-                    provider=self._ref.partition(":")[0],
-                    model=self._ref,
-                ) from None
+            except openai.OpenAIError as exc:
+                failure, delay = self._after(exc, attempt, emitted)
+                throttled = isinstance(exc, openai.APIStatusError) and exc.status_code == 429
+            except ValueError as exc:
+                failure, delay = self._malformed(exc), 0.0
+            if failure is not None:
+                # Raised out here, not in the except: the SDK's error (its message may hold
+                # what the provider echoed, key included) is not kept as the context.
+                raise failure
+            if throttled and self._on_throttle is not None:
+                await self._on_throttle(delay)  # the fleet slows down, not just this run
             attempt += 1
             await asyncio.sleep(delay)
 
-    async def _stream_once(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
+    def _after(
+        self, exc: openai.OpenAIError, attempt: int, emitted: bool
+    ) -> tuple[ModelError | None, float]:
+        """The error to raise for ``exc``, or None and the delay before trying again. A retry
+        after text was passed on would repeat it: only a call that sent nothing is retried."""
+        budget_left = not emitted and attempt < self._retry.max_retries
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            if budget_left and (status in _RETRY_STATUS or status >= 500):
+                return None, self._retry.delay(attempt, _retry_after(exc))
+            return self._error(exc, attempt, status=status), 0.0
+        if isinstance(exc, openai.APIConnectionError):  # includes timeouts
+            if budget_left:
+                return None, self._retry.delay(attempt, None)
+            return self._error(exc, attempt), 0.0
+        if isinstance(exc, openai.APIError):  # the server's own error, sent in the stream
+            return self._error(exc, attempt), 0.0
+        return self._malformed(exc), 0.0
+
+    def _malformed(self, exc: Exception) -> ModelError:
+        return ModelError(
+            f"{self._ref}: malformed response from the model server: {self._redacted(str(exc))}",
+            provider=self._ref.partition(":")[0],
+            model=self._ref,
+        )
+
+    async def _stream_once(self, request: ModelRequest) -> AsyncGenerator[str | ModelResponse]:
         body = _request_body(self._model_name, request)
         acc = _StreamAccumulator()
-        async for chunk in self._endpoint.stream(body, self._timeout):
-            delta = acc.add(chunk)
-            if delta:
-                yield delta
+        async with aclosing(self._endpoint.stream(body, self._timeout)) as chunks:
+            async for chunk in chunks:
+                delta = acc.add(chunk)
+                if delta:
+                    yield delta
         yield acc.response(self._model_name)
 
     def _redacted(self, text: str) -> str:

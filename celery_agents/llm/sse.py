@@ -4,12 +4,15 @@ Pure (no I/O): feed it whatever the socket gave, get back the events those bytes
 It follows the WHATWG event-stream rules that chat-completion servers use: lines end in LF,
 CRLF or CR (a CR at the end of one read may be the first half of a CRLF); ``data:`` lines of
 one event are joined with LF; a blank line ends the event; lines starting with ``:`` are
-comments; ``id:`` and ``retry:`` are ignored (a model stream is never resumed).
+comments; ``id:`` and ``retry:`` are ignored (a model stream is never resumed); one UTF-8
+byte order mark at the very start is dropped.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,10 +26,17 @@ class SseDecoder:
         self._tail = b""  # an unfinished line
         self._data: list[str] = []
         self._event: str | None = None
+        self._begun = False  # past a leading byte order mark, if any
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
         """The events completed by ``chunk`` (none until their blank line has arrived)."""
         buffer, keep = self._tail + chunk, b""
+        if not self._begun:
+            if len(buffer) < len(_BOM) and _BOM.startswith(buffer):  # maybe a split BOM
+                self._tail = buffer
+                return []
+            self._begun = True
+            buffer = buffer.removeprefix(_BOM)
         if buffer.endswith(b"\r"):  # maybe half of a CRLF: decide with the next read
             buffer, keep = buffer[:-1], b"\r"
         if b"\r" in buffer:

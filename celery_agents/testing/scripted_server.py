@@ -58,6 +58,10 @@ _MAX_BODY = 64 << 20
 _BACKLOG = 2048
 _TEXT_PIECE = re.compile(r"\s*\S+\s*|\s+")
 _MALFORMED_JSON = b'{"id": "chatcmpl-malformed", "object": "chat.completion", "choices": [{"mess'
+_HTML_PAGE = b"<html><body>Sign in to the proxy to continue.</body></html>\n"
+_NOT_GZIP = b"\x1f\x8b not gzip at all"
+_OFF_THE_WIRE = ("html", "gzip", "done-then-close", "done-then-open")
+_HELD_OPEN = 3600.0  # seconds a "done-then-open" answer keeps its connection
 
 # (type, code) pairs shaped like OpenAI's, so client code that inspects them sees realistic values.
 _ERROR_KINDS: dict[int, tuple[str, str]] = {
@@ -149,10 +153,17 @@ class Malformed:
     ``application/json``). ``where="sse"`` on a stream request: one valid chunk, then a
     ``data: {not json`` event, then the end of the stream. ``where="error"`` on a stream
     request: one valid chunk, then an OpenAI-style ``{"error": ...}`` event (a server that
-    fails mid-stream), then the end of the stream.
+    fails mid-stream), then the end of the stream. ``where="html"``: a ``text/html`` page (a
+    proxy's, say), no event at all. ``where="gzip"``: an event stream labelled
+    ``content-encoding: gzip`` that is not gzip. ``where="done-then-close"`` /
+    ``"done-then-open"`` on a stream request: the whole answer and ``[DONE]``, then the
+    connection closes without ending the chunked body, or stays open without ending it
+    (until the client lets go or the server stops).
     """
 
-    where: Literal["body", "sse", "error"] = "body"
+    where: Literal["body", "sse", "error", "html", "gzip", "done-then-close", "done-then-open"] = (
+        "body"
+    )
 
 
 @dataclass(frozen=True)
@@ -743,6 +754,8 @@ class ScriptedModelServer:
             await self._send_json(writer, step.status, payload, keep_alive, headers)
             return keep_alive
 
+        if isinstance(step, Malformed) and step.where in _OFF_THE_WIRE:
+            return await self._off_the_wire(step, body, model, stream, token_delay, writer)
         if isinstance(step, Malformed):
             if stream and step.where in ("sse", "error"):
                 broken = (
@@ -777,6 +790,37 @@ class ScriptedModelServer:
         else:
             await self._send_json(writer, 200, self._completion(model, answer), keep_alive)
         return keep_alive
+
+    async def _off_the_wire(
+        self,
+        step: Malformed,
+        body: dict[str, Any],
+        model: str | None,
+        stream: bool,
+        token_delay: float,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        """The answers that break HTTP or SSE rather than JSON; the connection closes after."""
+        if step.where == "html":
+            await self._send(writer, 200, _HTML_PAGE, "text/html", False)
+        elif step.where == "gzip":
+            head = _response_head(
+                200,
+                [
+                    ("content-type", "text/event-stream"),
+                    ("content-encoding", "gzip"),
+                    ("content-length", str(len(_NOT_GZIP))),
+                ],
+            )
+            writer.write(head + _NOT_GZIP)
+            await writer.drain()
+        elif stream:
+            events = self._stream_events(model, self._compose(Echo(), body), include_usage=False)
+            events.append(_sse_event("[DONE]"))
+            await self._send_stream(writer, events, token_delay, False, complete=False)
+            if step.where == "done-then-open":
+                await asyncio.sleep(_HELD_OPEN)  # cut short when the server stops
+        return False
 
     def _compose(self, step: Step, body: dict[str, Any]) -> _Answer:
         if isinstance(step, Reply) and (step.text is not None or step.tool_calls):

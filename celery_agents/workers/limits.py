@@ -16,7 +16,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 import redis.asyncio as aioredis
 
@@ -228,14 +229,15 @@ class LimitedModel:
     def ref(self) -> str:
         return self._inner.ref
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[str | ModelResponse]:
         estimate = estimate_tokens(request)
         lease = await self._limiter.acquire(estimate)
         try:
-            async for item in self._inner.stream(request):
-                if isinstance(item, ModelResponse):
-                    await self._limiter.settle(estimate, item.usage.total_tokens)
-                yield item
+            async with aclosing(self._inner.stream(request)) as items:
+                async for item in items:
+                    if isinstance(item, ModelResponse):
+                        await self._limiter.settle(estimate, item.usage.total_tokens)
+                    yield item
         finally:
             await self._limiter.release(lease)
 
