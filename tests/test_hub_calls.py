@@ -95,3 +95,19 @@ def test_without_a_hub_a_call_runs_at_once_and_detach_runs_what_waits() -> None:
     calls.call(lambda: ran.append("after"))
     assert ran == ["no hub", "waiting", "after"]
     idle.close()
+
+
+def test_calls_made_while_the_broker_was_away_run_once_attached_again(hub: RunningHub) -> None:
+    # On a lost broker connection Celery resets its hub (our reader goes), and attaches the
+    # pool again once reconnected.
+    calls = HubCalls()
+    calls.attach(hub.hub)
+    hub.hub.reset()
+    during, after = threading.Event(), threading.Event()
+    calls.call(during.set)  # a run that ended while the consumer reconnected
+    calls.attach(hub.hub)
+    hub.thread.start()
+    assert during.wait(5), "a call made before the new attach was left waiting"
+    calls.call(after.set)
+    assert after.wait(5), "a call after the new attach was left waiting"
+    calls.detach()

@@ -33,25 +33,42 @@ class HubCalls:
         self._lock = threading.Lock()  # a wake-up never goes to a pipe detach() closed
 
     def attach(self, hub: Any) -> None:
-        """Run the calls on ``hub`` (kombu's ``Hub``), from the thread that runs it."""
+        """Run the calls on ``hub`` (kombu's ``Hub``), from the thread that runs it.
+
+        Celery attaches again after the broker connection came back: its hub was reset, and
+        our reader with it. Calls made in between wrote to that lost reader: the new pipe
+        is woken for them, or they would wait, and every later call behind them, for good.
+        """
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         os.set_blocking(write_fd, False)
-        self._pipe = read_fd, write_fd
-        hub.add_reader(read_fd, self._on_wake)
-        self._hub = hub
+        with self._lock:
+            self._close_pipe()
+            self._pipe = read_fd, write_fd
+            self._hub = hub
+            hub.add_reader(read_fd, self._on_wake)
+            self._woken = bool(self._calls)
+            if self._woken:
+                os.write(write_fd, b"!")
 
     def detach(self) -> None:
         """Back to calling at once; what is still waiting runs now, in this thread."""
         with self._lock:
-            hub, pipe = self._hub, self._pipe
-            self._hub = self._pipe = None
+            self._close_pipe()
+            self._hub = None
             self._woken = False
-            if hub is not None and pipe is not None:
-                hub.remove_reader(pipe[0])
-                for fd in pipe:
-                    os.close(fd)
         self.run_pending()
+
+    def _close_pipe(self) -> None:
+        """Close the pipe and take it off its hub, if still there (call under the lock)."""
+        hub, pipe = self._hub, self._pipe
+        self._pipe = None
+        if pipe is None:
+            return
+        if hub is not None and pipe[0] in hub.readers:
+            hub.remove_reader(pipe[0])
+        for fd in pipe:
+            os.close(fd)
 
     def call(self, fn: Callable[[], Any]) -> None:
         """Run ``fn`` on the hub's thread soon (or here and now, without a hub)."""

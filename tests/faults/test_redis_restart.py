@@ -190,3 +190,46 @@ async def test_a_client_whose_redis_stays_down_gets_an_error_by_its_deadline(
         or "connect" in str(error).lower()
         or ("timed out" in str(error).lower())
     ), error
+
+
+async def test_runs_that_end_while_the_broker_is_away_leave_later_runs_acknowledged(
+    restartable: tuple[Restartable, list[WorkerProcess]],
+    celery_agents_manifest_path: Path,
+    scripted_model: ScriptedModelServer,
+    fault_report: Any,
+) -> None:
+    # The consumer resets its hub when the connection drops and attaches the pool again once
+    # reconnected; runs that end in between must not leave the acks of every later run
+    # waiting (the prefetch window then fills, and the worker takes nothing more).
+    server, processes = restartable
+    processes.append(
+        start_worker(server.url, manifest=celery_agents_manifest_path, concurrency=2, extra_env=ENV)
+    )
+    agent = Agent("steady", "scripted:steady")
+    await agent.run("warm up", store_history=False)
+    scripted_model.script(Reply("a", latency=1), Reply("b", latency=1.5), model="steady")
+    in_flight = [await agent.submit(f"in flight {i}", store_history=False) for i in range(2)]
+    await asyncio.to_thread(scripted_model.wait_for_requests, 3, 20)
+
+    await asyncio.to_thread(server.down)
+    await asyncio.sleep(0.5)  # the outage itself: both model calls end while it lasts
+    await asyncio.to_thread(server.up)
+
+    finished = [(await handle.result(timeout=60)).content for handle in in_flight]
+    later: list[str] = []
+    with contextlib.suppress(CeleryAgentsError, TimeoutError):
+        # The two runs above hold the whole prefetch window until acknowledged: unless they
+        # are, the first of these is never even taken from the queue.
+        for i in range(4):
+            handle = await agent.submit(f"after {i}", store_history=False)
+            later.append((await handle.result(timeout=30)).content)
+    fault_report.record(
+        "Redis restart while runs end (acks after reconnect)",
+        injected=1,
+        started=6,
+        completed=len(finished) + len(later),
+        lost=6 - len(finished) - len(later),
+        duplicated=0,
+    )
+    assert finished == ["a", "b"]
+    assert later == [f"after {i}" for i in range(4)], f"only {len(later)} of 4 later runs ran"
