@@ -82,16 +82,23 @@ class Tool:
 
     async def call(self, args: dict[str, Any]) -> Any:
         """Run the tool; sync functions run off the event loop."""
-        if inspect.iscoroutinefunction(self.function):
-            coro = self.function(**args)
-        else:
-            coro = asyncio.to_thread(self.function, **args)
+        coro = self._run(args)
         if self.timeout is None:
             return await coro
         try:
             return await asyncio.wait_for(coro, self.timeout)
         except TimeoutError:
             raise ToolError(f"tool {self.name!r} timed out after {self.timeout}s") from None
+
+    async def _run(self, args: dict[str, Any]) -> Any:
+        try:
+            if inspect.iscoroutinefunction(self.function):
+                return await self.function(**args)
+            return await asyncio.to_thread(self.function, **args)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # Out of a task, asyncio lets these stop the worker's event loop, and every run on
+            # it with the loop: from a tool (a script's sys.exit()), they are its failure.
+            raise ToolError(f"tool {self.name!r} raised {type(exc).__name__}({exc})") from None
 
 
 class ToolRegistry:

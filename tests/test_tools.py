@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from celery_agents.errors import ConfigError, ToolError
@@ -58,3 +61,24 @@ def test_the_registry_names_what_it_has() -> None:
         registry.get("nope")
     with pytest.raises(ConfigError, match="tools.bad: cannot import"):
         registry.load("bad", "tests.no_such_module:f")
+
+
+def exits() -> None:
+    raise SystemExit(3)  # a script's sys.exit(3), made a tool
+
+
+async def interrupts() -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0])
+@pytest.mark.parametrize("function", [exits, interrupts])
+async def test_a_tool_that_exits_fails_as_a_tool_and_leaves_the_loop_running(
+    function: Any, timeout: float | None
+) -> None:
+    tool = Tool.from_function(function, timeout=timeout)
+    # In a task of its own, as a run is: asyncio would let SystemExit out of the loop.
+    task = asyncio.create_task(tool.call({}))
+    with pytest.raises(ToolError, match=f"tool '{function.__name__}' raised"):
+        await task
+    assert await asyncio.create_task(asyncio.sleep(0, "still running")) == "still running"

@@ -26,6 +26,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from functools import partial
@@ -55,7 +56,10 @@ _TRACED = (AlreadyRan, RunningElsewhere, TenantAtCap)
 class AgentPool(ThreadTaskPool):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._direct: set[concurrent.futures.Future[Any]] = set()
+        # Loop runs whose ending is not handed to ``_hub_calls`` yet (a future's waiters
+        # wake before its done callbacks run: waiting on the futures is not enough).
+        self._unended = 0
+        self._ended = threading.Condition()
         self._hub_calls = HubCalls()
         self._sender: DirectSend | Literal[False] | None = None
 
@@ -81,12 +85,19 @@ class AgentPool(ThreadTaskPool):  # type: ignore[misc]
         if accept_callback is not None:
             accept_callback(os.getpid(), time.monotonic())
         started = time.monotonic()
-        future = asyncio.run_coroutine_threadsafe(run, runtime.loop.loop)
-        self._direct.add(future)
+        with self._ended:
+            self._unended += 1
+        try:
+            future = asyncio.run_coroutine_threadsafe(run, runtime.loop.loop)
+        except BaseException:
+            self._handed_over()
+            raise
 
         def finished(done: concurrent.futures.Future[Any]) -> None:
-            self._direct.discard(done)
-            self._hub_calls.call(lambda: end(done))
+            try:
+                self._hub_calls.call(lambda: end(done))
+            finally:
+                self._handed_over()
 
         def end(done: concurrent.futures.Future[Any]) -> None:
             error = done.exception() if not done.cancelled() else asyncio.CancelledError()
@@ -107,6 +118,12 @@ class AgentPool(ThreadTaskPool):  # type: ignore[misc]
 
         future.add_done_callback(finished)
         return ApplyResult(future)
+
+    def _handed_over(self) -> None:
+        """One loop run's ending is with ``_hub_calls`` now (or will never be)."""
+        with self._ended:
+            self._unended -= 1
+            self._ended.notify_all()
 
     def _plan(
         self, args: tuple[Any, ...]
@@ -166,10 +183,10 @@ class AgentPool(ThreadTaskPool):  # type: ignore[misc]
 
     def on_stop(self) -> None:
         """Warm shutdown: the runs on the loop finish first, like those on threads."""
-        pending = list(self._direct)
-        if pending:
-            log.info("waiting for %d run(s) in flight to finish", len(pending))
-            concurrent.futures.wait(pending)
+        with self._ended:
+            if self._unended:
+                log.info("waiting for %d run(s) in flight to finish", self._unended)
+            self._ended.wait_for(lambda: not self._unended)
         self._hub_calls.detach()  # their endings run here if the hub has stopped
         super().on_stop()
 
