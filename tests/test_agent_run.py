@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,6 +14,8 @@ import pytest
 from celery_agents import Agent, ChatMessage, RunHandle, Settings
 from celery_agents.embedded.worker import WorkerProcess
 from celery_agents.events import RunDone, RunStarted, TextDelta, ToolCallEvent, ToolResultEvent
+from celery_agents.facade.bridge import run_sync
+from celery_agents.facade.client import get_client
 from celery_agents.testing.scripted_server import Reply, ScriptedModelServer, ToolCallSpec
 
 pytestmark = pytest.mark.usefixtures("agents")
@@ -237,3 +240,30 @@ async def test_a_worker_without_task_events_runs_and_says_so_in_its_banner(
     worker = private_worker(concurrency=2, extra_env={"CELERY_AGENTS_TASK_EVENTS": "false"})
     assert (await Agent("quiet", "test:echo").run("no events")).content == "no events"
     assert "task events: OFF" in worker.log_path.read_text(errors="replace")
+
+
+def test_a_run_sync_interrupted_by_ctrl_c_stops_waiting(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    agent = Agent("a", "scripted:m")
+    agent.run_sync("warm up", store_history=False)
+    scripted_model.script(Reply("slow", latency=5))
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)  # Ctrl+C while run_sync waits
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            agent.run_sync("p", store_history=False, timeout=20)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+    async def watched() -> int:
+        for _ in range(3):  # the cancelled wait's cleanup runs in the loop's next turns
+            await asyncio.sleep(0)
+        return sum(len(w) for w in get_client().hub._watches.values())
+
+    assert run_sync(watched()) == 0  # before: the run stayed watched until it ended

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 import pytest
 
 from celery_agents import Agent, RunCancelled, RunHandle, RunTimeout, Settings, configure
+from celery_agents.embedded.worker import WorkerProcess
 from celery_agents.testing.scripted_server import Hang, Reply, ScriptedModelServer
 
 pytestmark = pytest.mark.usefixtures("agents")
@@ -41,3 +43,19 @@ async def test_cancelled_and_timed_out_runs_say_so(scripted_model: ScriptedModel
     with pytest.raises(RunTimeout):
         await late.result(timeout=20)
     assert await late.status() == "timed_out"
+
+
+async def test_a_run_cancelled_while_queued_tells_its_caller(
+    scripted_model: ScriptedModelServer, private_worker: Callable[..., WorkerProcess]
+) -> None:
+    private_worker(concurrency=1)
+    scripted_model.script(Reply("busy", latency=2), model="busy")
+    busy = await Agent("a", "scripted:busy").submit("hold the only slot", store_history=False)
+    await asyncio.to_thread(scripted_model.wait_for_requests, 1, 20)
+    queued = await Agent("b", "scripted:m").submit("never runs", store_history=False)
+    assert await queued.status() == "queued"
+    await queued.cancel()
+    with pytest.raises(RunCancelled, match="cancelled before it started"):
+        await queued.result(timeout=30)  # before: nothing came, and this waited it out
+    assert await queued.status() == "cancelled"
+    assert (await busy.result(timeout=30)).content == "busy"

@@ -57,7 +57,12 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     if _on_io_thread():
         coro.close()
         raise UserError("run_sync() cannot be called from the facade's own I/O loop")
-    return asyncio.run_coroutine_threadsafe(coro, io_loop().loop).result()
+    future = asyncio.run_coroutine_threadsafe(coro, io_loop().loop)
+    try:
+        return future.result()
+    except BaseException:  # Ctrl+C (or any interruption) while waiting: stop what waits
+        future.cancel()
+        raise
 
 
 async def iterate_on_io(source: AsyncIterator[T]) -> AsyncIterator[T]:

@@ -201,10 +201,12 @@ class AgentsClient:
         await self.redis.expire(self.keys.idempotency(idempotency_key), self.settings.result_ttl)
 
     async def cancel_run(self, run_id: str) -> None:
-        """Cancel a run: refused if it has not started, stopped (between awaits) if it runs."""
+        """Cancel a run: refused if it has not started, stopped (between awaits) if it runs.
+
+        No Celery ``revoke``: a worker would drop a revoked task before it is ours to refuse,
+        and a caller waiting on a queued run would never hear that it was cancelled."""
         await self.redis.set(self.keys.run_cancel(run_id), "1", ex=self.settings.result_ttl)
         await self.redis.publish(self.keys.control_channel(), f"cancel {run_id}")
-        self.app.control.revoke(run_id)
 
     async def beat_alive(self) -> bool:
         return bool(await self.redis.exists(self.keys.beat_alive()))
