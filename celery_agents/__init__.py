@@ -32,6 +32,7 @@ _EXPORTS = {
     "tool": "tools",
     "BudgetExceeded": "errors",
     "CeleryAgentsError": "errors",
+    "ClientClosed": "errors",
     "ConfigError": "errors",
     "ModelError": "errors",
     "RunCancelled": "errors",
@@ -54,6 +55,7 @@ __all__ = [
     "BudgetExceeded",
     "CeleryAgentsError",
     "ChatMessage",
+    "ClientClosed",
     "ConfigError",
     "Event",
     "Job",
@@ -101,6 +103,7 @@ if TYPE_CHECKING:
     from .errors import (
         BudgetExceeded,
         CeleryAgentsError,
+        ClientClosed,
         ConfigError,
         ModelError,
         OutputValidationError,

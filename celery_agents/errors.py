@@ -137,6 +137,11 @@ class RunTimeout(RunError):
     pass
 
 
+class ClientClosed(RunError):
+    """The facade was shut down or configured again while a caller awaited a run: like a
+    ``RunTimeout``, the wait ended, not the run (``RunHandle.attach(run_id)`` follows it)."""
+
+
 def all_error_types() -> list[type[CeleryAgentsError]]:
     """Every registered error class (used by the round-trip test)."""
     return list(_REGISTRY.values())

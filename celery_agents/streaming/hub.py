@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..errors import ClientClosed
 from ..events import Event, is_terminal, parse_event
 from ..keys import Keys
 from .replay import read_replay
@@ -43,6 +43,7 @@ class RunWatch:
         self._waiter: asyncio.Future[None] | None = None
         self._early: dict[int, Event] = {}
         self._filling = False
+        self._abandoned: BaseException | None = None
 
     def offer(self, event: Event) -> None:
         """Take an event from pub/sub or the log; out-of-order ones wait for the gap to fill."""
@@ -90,8 +91,16 @@ class RunWatch:
         finally:
             self._filling = False
 
+    def abandon(self, error: BaseException) -> None:
+        """No more events will come (the hub is closing): the reader gets ``error``."""
+        self._abandoned = error
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
     async def next_event(self) -> Event:
         while not self._ready:
+            if self._abandoned is not None:
+                raise self._abandoned
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
@@ -146,11 +155,16 @@ class EventHub:
 
     async def _connect(self) -> None:
         pubsub = self.redis.pubsub()
-        # Staying subscribed to our own channel keeps the reader blocked on the socket while
-        # no run is watched, instead of spinning.
-        await pubsub.subscribe(self._client_channel)
-        if self._watches:
-            await pubsub.subscribe(*self._watches)
+        try:
+            # Staying subscribed to our own channel keeps the reader blocked on the socket
+            # while no run is watched, instead of spinning.
+            await pubsub.subscribe(self._client_channel)
+            if self._watches:
+                await pubsub.subscribe(*self._watches)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            raise
         self._pubsub = pubsub
         self._connected.set()
 
@@ -172,17 +186,31 @@ class EventHub:
         channel = self.keys.run_channel(run_id)
         watchers = self._watches.setdefault(channel, set())
         watchers.add(watch)
-        if len(watchers) == 1:
-            confirmation: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._confirm.setdefault(channel, deque()).append(confirmation)
-            await self._connected.wait()
-            assert self._pubsub is not None
-            await self._pubsub.subscribe(channel)
-            if confirmed:
-                await confirmation
-        if replay:
-            await watch.fill()
+        confirmation: asyncio.Future[None] | None = None
+        try:
+            if len(watchers) == 1 and self._pubsub is not None and self._connected.is_set():
+                confirmation = asyncio.get_running_loop().create_future()
+                self._confirm.setdefault(channel, deque()).append(confirmation)
+                await self._pubsub.subscribe(channel)
+                if confirmed:
+                    await confirmation
+            # Not connected: the reconnection subscribes every watched channel, then reads
+            # what was missed from the log; the caller's deadline bounds the wait meanwhile.
+            if replay and self._connected.is_set():
+                await watch.fill()
+        except BaseException:  # cancelled, or Redis failed us: nothing of it stays behind
+            self._forget_confirmation(channel, confirmation)
+            await self.unwatch(watch)
+            raise
         return watch
+
+    def _forget_confirmation(self, channel: str, confirmation: asyncio.Future[None] | None) -> None:
+        waiters = self._confirm.get(channel)
+        if confirmation is None or not waiters or confirmation not in waiters:
+            return
+        waiters.remove(confirmation)
+        if not waiters:
+            del self._confirm[channel]
 
     async def unwatch(self, watch: RunWatch) -> None:
         """Stop watching; the channel is left in the background (with others left meanwhile,
@@ -229,23 +257,31 @@ class EventHub:
     async def _read_loop(self) -> None:
         attempt = 0
         while True:
+            pubsub = self._pubsub
             try:
-                assert self._pubsub is not None
-                message = await self._pubsub.get_message(timeout=None)
-                attempt = 0
-                if message is not None:
-                    self._dispatch(message)
+                if pubsub is None:
+                    raise RedisConnectionError("not connected")
+                message = await pubsub.get_message(timeout=None)
             except asyncio.CancelledError:
                 raise
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except Exception as exc:  # lost, refused, or a reconnection that did not take
                 self._connected.clear()
                 delay = _RECONNECT_DELAYS[min(attempt, len(_RECONNECT_DELAYS) - 1)]
                 attempt += 1
                 log.warning("pub/sub connection lost (%s); reconnecting in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
                 await self._reconnect()
+                continue
+            attempt = 0
+            if message is not None:
+                try:
+                    self._dispatch(message)
+                except Exception:
+                    log.exception("could not dispatch a pub/sub message")
 
     async def _reconnect(self) -> None:
+        """A new pub/sub connection with every watched channel; None again if Redis is still
+        away (the reader tries again), and the watches read what they missed from the log."""
         old, self._pubsub = self._pubsub, None
         if old is not None:
             with contextlib.suppress(Exception):
@@ -254,7 +290,6 @@ class EventHub:
             await self._connect()
         except (RedisError, OSError) as exc:
             log.warning("pub/sub reconnect failed: %s", exc)
-            self._pubsub = self.redis.pubsub()  # the next read fails fast and retries
             return
         for watchers in list(self._watches.values()):
             for watch in list(watchers):
@@ -302,6 +337,15 @@ class EventHub:
                     self.request_fill(watch)
 
     async def close(self) -> None:
+        """Stop; whoever still waits on a watch is told so at once (no event comes now)."""
+        for watchers in list(self._watches.values()):
+            for watch in watchers:
+                watch.abandon(
+                    ClientClosed(
+                        f"stopped following run {watch.run_id}: the facade was shut down or "
+                        "configured again; RunHandle.attach(run_id) follows it again"
+                    )
+                )
         pending = [*self._tasks, *self._fills]
         if self._unsubscribing is not None:
             pending.append(self._unsubscribing)
