@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -267,3 +269,26 @@ def test_a_run_sync_interrupted_by_ctrl_c_stops_waiting(
         return sum(len(w) for w in get_client().hub._watches.values())
 
     assert run_sync(watched()) == 0  # before: the run stayed watched until it ended
+
+
+def _run_in_child(results: Any) -> None:
+    try:
+        message = Agent("a", "test:echo").run_sync("child", store_history=False, timeout=20)
+        results.put(f"ok {message.content}")
+    except BaseException as exc:
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_a_forked_child_uses_the_facade_on_connections_of_its_own() -> None:
+    assert Agent("a", "test:echo").run_sync("parent", store_history=False).content == "parent"
+    fork = multiprocessing.get_context("fork")
+    results = fork.Queue()
+    child = fork.Process(target=_run_in_child, args=(results,))
+    child.start()
+    try:
+        # before: the child's calls ran on the parent's client, bound to a loop it lacks
+        assert results.get(timeout=60) == "ok child"
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()

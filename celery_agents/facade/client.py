@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -56,6 +57,7 @@ class AgentsClient:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.pid = os.getpid()  # a forked child makes its own: these connections are the parent's
         self.keys = Keys(settings.key_prefix)
         self.manifest = (
             AgentsManifest.from_yaml(settings.manifest) if settings.manifest else AgentsManifest()
@@ -282,6 +284,6 @@ def shutdown() -> None:
 def get_client() -> AgentsClient:
     global _client
     with _lock:
-        if _client is None:
+        if _client is None or _client.pid != os.getpid():
             _client = AgentsClient(_settings or Settings())
         return _client
