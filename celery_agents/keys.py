@@ -23,6 +23,11 @@ class Keys:
         """Counter that hands out a run's gap-free event sequence numbers."""
         return f"{self.prefix}:run:{run_id}:seq"
 
+    def run_published(self, run_id: str) -> str:
+        """The token and first seq of the last publish of a run's events (a call sent again
+        after a lost reply is not published twice)."""
+        return f"{self.prefix}:run:{run_id}:pub"
+
     def run_usage(self, run_id: str) -> str:
         """Hash of the tokens and cost a Team/TeamRun's members used (rolled up as they end)."""
         return f"{self.prefix}:run:{run_id}:usage"

@@ -81,3 +81,24 @@ async def test_events_lost_with_redis_go_out_again_with_the_runs_end() -> None:
         redis_server.stop()
     assert [e.kind for e in logged] == ["text.delta", "run.done"]
     assert [e.seq for e in logged] == [1, 2]
+
+
+async def test_a_publish_sent_again_after_a_lost_reply_is_not_published_twice(
+    agents_redis_url: str,
+) -> None:
+    # redis-py sends a command again when its connection broke before the reply came,
+    # though Redis may have run it: the same call (same token) must not publish twice.
+    client = aioredis.Redis.from_url(agents_redis_url)
+    try:
+        publisher = EventPublisher(client, KEYS, log_cap=1000, ttl=60)
+        run_id = uuid.uuid4().hex
+        keys, args = publisher._keys_args([(run_id, TextDelta(run_id=run_id, text="once"))])
+        first = await publisher._script(keys=keys, args=args)
+        again = await publisher._script(keys=keys, args=args)  # what a resend would run
+        assert first == again == 1
+        later = await publisher.publish(TextDelta(run_id=run_id, text="next"))
+        assert later == 2  # a new call is published as always
+        log = [parse_event(raw) for raw in await client.lrange(KEYS.run_log(run_id), 0, -1)]
+        assert [(e.seq, e.text) for e in log] == [(1, "once"), (2, "next")]  # type: ignore[union-attr]
+    finally:
+        await client.aclose()

@@ -5,6 +5,7 @@ The asyncio flavour serves workers; ``SyncEventPublisher`` the beat. Both run on
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,10 +31,13 @@ class _Base:
 
     def _keys_args(self, targets: Targets) -> tuple[list[str], list[str | int]]:
         keys: list[str] = []
-        args: list[str | int] = [self._log_cap, self._ttl]
+        # A token per call: a call the connection layer sends again (its reply was lost with
+        # the connection, after Redis ran it) is recognised and not published twice.
+        args: list[str | int] = [self._log_cap, self._ttl, os.urandom(8).hex()]
         for run_id, event in targets:
             keys += [self._keys.run_seq(run_id), self._keys.run_log(run_id)]
             args += [self._keys.run_channel(run_id), dump_event(event)]
+        keys.append(self._keys.run_published(targets[0][0]))
         return keys, args
 
     def _call(self, targets: Targets) -> Any:
