@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from celery_agents import Agent, BackgroundRun, RunError, Team, TeamRun, UserError
+from celery_agents import Agent, BackgroundRun, RunCancelled, RunError, Team, TeamRun, UserError
 from celery_agents.keys import Keys
 from celery_agents.scheduler.entries import FAILURE_LIMIT, Entry
 from tests.conftest import Stack
@@ -70,9 +70,10 @@ async def test_cancel_stops_an_endless_run_and_a_new_one_may_start(shared_stack:
         await stats.wait()
     await stats.wait_for_messages(2, timeout=20)
     await agent.cancel()
+    assert not agent.is_running  # at once: before, only once the event came back
+    assert isinstance(stats.error, RunCancelled)
     started = entry(s, stats.id).started
     await stats.ended(timeout=10)
-    assert not agent.is_running
     e = entry(s, stats.id)
     assert e.state == "cancelled"
     client = redis.Redis.from_url(s.redis_url)
@@ -82,6 +83,8 @@ async def test_cancel_stops_an_endless_run_and_a_new_one_may_start(shared_stack:
     assert entry(s, stats.id).started == started
     again = await agent.run_in_background("after cancel", max_count=1, block=True)
     assert again.message_count == 1
+    await agent.cancel()  # none runs: nothing to do (nor asked of Redis: keys may be gone)
+    await again.cancel()
 
 
 async def test_failures_are_counted_and_the_count_honoured(shared_stack: Stack) -> None:

@@ -113,8 +113,20 @@ class BackgroundStats:
         await on_io(until_end())
 
     async def cancel(self) -> None:
-        """Stop future runs and cancel the one in flight; returns once no run can start."""
-        await on_io(_cancel(self.id))
+        """Stop future runs and cancel the one in flight; returns once no run can start, with
+        ``is_running`` False (a no-op for an entry that has ended)."""
+
+        async def cancel_and_end() -> None:
+            if self._ended.is_set():
+                return
+            error = await _cancel(self.id)
+            if error is not None and self.error is None:
+                self.error = error
+            self.is_running = False
+            self._ended.set()
+            self._changed.set()
+
+        await on_io(cancel_and_end())
 
     def cancel_sync(self) -> None:
         run_sync(self.cancel())
@@ -165,7 +177,7 @@ class BackgroundMixin:
 
     async def cancel(self) -> None:
         """Cancel the running background entry (no-op if none runs)."""
-        if self._background is not None:
+        if self._background is not None and self._background.is_running:
             await self._background.cancel()
 
     async def _start_background(
@@ -230,18 +242,20 @@ async def _attach(entry_id: str) -> BackgroundStats:
     return stats
 
 
-async def _cancel(entry_id: str) -> None:
+async def _cancel(entry_id: str) -> RunCancelled | None:
+    """Cancel the entry; the error its followers are told, None if it had ended already."""
     client = get_client()
     outcome = await Entries(client.redis, client.keys).cancel(entry_id, client.settings.result_ttl)
     if outcome is None:
         raise UserError(f"no background run {entry_id!r}")
     state, inflight = (_text(v) for v in outcome)
     if state not in ("active", "paused"):
-        return  # it had ended already
+        return None  # it had ended already
     if inflight:
         await client.cancel_run(inflight)
     error = RunCancelled(f"background run {entry_id} was cancelled", entry=entry_id)
     await client.publisher.publish(RunFailed(run_id=entry_id, error=error.to_json()))
+    return error
 
 
 def _text(value: Any) -> str:
