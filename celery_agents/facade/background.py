@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import Any
 
-from ..errors import CeleryAgentsError, RunCancelled, UserError, error_from_json
+from ..errors import CeleryAgentsError, ClientClosed, RunCancelled, UserError, error_from_json
 from ..events import MemberFailed, MessageEvent, RunDone, RunFailed, is_terminal
 from ..messages import ChatMessage, Usage
 from ..scheduler.entries import Entries, Entry, EntryTemplate, ttl_until
@@ -48,6 +48,7 @@ class BackgroundStats:
         self._ended = asyncio.Event()  # these two live on the I/O loop
         self._changed = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
+        self._closed: ClientClosed | None = None  # the facade closed: followed no more
 
     def __repr__(self) -> str:
         return (
@@ -83,6 +84,8 @@ class BackgroundStats:
                 "cancel() it, or give max_count"
             )
         await self.ended()
+        if self._closed is not None:
+            raise self._closed
         if self.error is not None:
             raise self.error
         return self.result
@@ -93,6 +96,8 @@ class BackgroundStats:
         async def until_count() -> None:
             async with asyncio.timeout(timeout):
                 while self.message_count < count:
+                    if self._closed is not None:
+                        raise self._closed
                     if self._ended.is_set():
                         raise UserError(
                             f"background run {self.name!r} ended after "
@@ -117,7 +122,7 @@ class BackgroundStats:
         ``is_running`` False (a no-op for an entry that has ended)."""
 
         async def cancel_and_end() -> None:
-            if self._ended.is_set():
+            if self._ended.is_set() and self._closed is None:
                 return
             error = await _cancel(self.id)
             if error is not None and self.error is None:
@@ -154,6 +159,10 @@ class BackgroundStats:
             while not self._ended.is_set():
                 self._apply(await watch.next_event())
                 self._changed.set()
+        except ClientClosed as exc:  # shutdown() or configure(): the entry goes on unfollowed
+            self._closed = exc
+            self._ended.set()
+            self._changed.set()
         finally:
             await watch.close()
 

@@ -26,6 +26,7 @@ from celery import beat
 from ..config.manifest import AgentsManifest
 from ..config.settings import Settings
 from ..errors import RunError
+from ..events import MemberFailed
 from ..keys import Keys
 from ..streaming.publisher import SyncEventPublisher
 from ..tasks.app import create_client_app
@@ -129,36 +130,43 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
         log.info("fired entry=%s name=%s run=%s run_id=%s", entry_id, entry.name, number, run_id)
 
     def _count_lost_runs(self, now: float) -> None:
-        """A run in flight far past its timeout lost its worker: count it failed, go on."""
+        """A run in flight far past the longest it may take lost its worker: count it
+        failed and tell the entry's followers; a redelivery of it is refused (cancelled),
+        so it cannot run beside the runs that come after it."""
         for raw_id in self.redis.smembers(self.keys.background_index()):
             entry_id = _text(raw_id)
             entry = Entry.from_hash(entry_id, self.redis.hgetall(self.keys.background(entry_id)))
             if not entry.inflight or entry.inflight_since is None:
                 continue
-            if now - entry.inflight_since < entry.timeout + LOST_GRACE:
+            if now - entry.inflight_since < entry.longest_wait() + LOST_GRACE:
                 continue
-            error = RunError(f"run {entry.inflight} of {entry.name!r} was lost with its worker")
-            due = entry.next_due(now)
-            outcome = self.entries.complete(
-                entry_id,
-                entry.inflight,
+            self._count_lost(entry, entry.inflight, now)
+
+    def _count_lost(self, entry: Entry, run_id: str, now: float) -> None:
+        error = RunError(f"run {run_id} of {entry.name!r} was lost with its worker")
+        due = entry.next_due(now)
+        outcome = _text(
+            self.entries.complete(
+                entry.id,
+                run_id,
                 False,
                 json.dumps(error.to_json()),
                 due,
                 ttl_until(due, now, entry.timeout, self.settings.result_ttl),
                 self.settings.result_ttl,
             )
-            log.warning(
-                "entry %s: counted lost run %s as failed (%s)",
-                entry_id,
-                entry.inflight,
-                _text(outcome),
-            )
-            if _text(outcome) == "end":
-                ended = Entry.from_hash(
-                    entry_id, self.redis.hgetall(self.keys.background(entry_id))
-                )
-                self.publisher.publish(end_event(ended))
+        )
+        if outcome in ("stale", "dup"):
+            return  # it ended (or was counted) meanwhile
+        log.warning("entry %s: counted lost run %s as failed (%s)", entry.id, run_id, outcome)
+        self.redis.set(self.keys.run_cancel(run_id), "1", ex=self.settings.result_ttl)
+        lost = MemberFailed(
+            run_id=run_id, member=entry.name, position=[entry.started - 1], error=error.to_json()
+        )
+        self.publisher.publish_to([(entry.id, lost)])
+        if outcome == "end":
+            ended = Entry.from_hash(entry.id, self.redis.hgetall(self.keys.background(entry.id)))
+            self.publisher.publish(end_event(ended))
 
     def close(self) -> None:
         """Let go of the lock at once, so another beat takes over without waiting."""

@@ -91,3 +91,7 @@ class SyncEventPublisher(_Base):
 
     def publish(self, event: _Event) -> int:
         return int(self._call([(event.run_id, event)]))
+
+    def publish_to(self, targets: Targets) -> int:
+        """Publish each ``(run_id, event)`` on that run's channel, in one call."""
+        return int(self._call(targets))
