@@ -6,8 +6,10 @@ import subprocess
 import sys
 
 import pytest
+import redis
 
 from celery_agents import Agent
+from celery_agents.keys import Keys
 from tests.conftest import Stack
 
 
@@ -40,18 +42,25 @@ def test_every_command_has_help(command: list[str]) -> None:
 async def test_schedules_list_pause_and_resume(shared_stack: Stack) -> None:
     stats = await Agent("listed", "test:echo").run_in_background("x", interval=0.05)
     env = {**shared_stack.processes[0].env}
+    keys = Keys(shared_stack.prefix)
+    client = redis.Redis.from_url(shared_stack.redis_url)
+    client.sadd(keys.background_index(), "expired-entry")  # an ended entry whose keys are gone
     try:
         listed = cli("schedules", "list", env=env)
         assert listed.returncode == 0 and stats.id in listed.stdout and "listed" in listed.stdout
+        assert not client.sismember(keys.background_index(), "expired-entry")
         assert cli("schedules", "pause", stats.id, env=env).stdout.strip() == f"{stats.id}: paused"
+        assert client.ttl(keys.background(stats.id)) == -1  # paused: kept, however long
         shown = cli("schedules", "show", stats.id, env=env).stdout
         assert "state: paused" in shown
         assert cli("schedules", "resume", stats.id, env=env).stdout.strip() == f"{stats.id}: active"
+        assert client.ttl(keys.background(stats.id)) > 0
         removed = cli("schedules", "remove", stats.id, env=env)
         assert removed.stdout.strip() == f"{stats.id}: cancelled", removed.stderr
         await stats.ended(timeout=10)  # the entry's own stream says it ended
         assert not stats.is_running
     finally:
+        client.close()
         await stats.cancel()  # no-op once removed
 
 

@@ -9,7 +9,7 @@ import redis
 from ..config.settings import Settings
 from ..errors import UserError
 from ..keys import Keys
-from .entries import Entries, Entry
+from .entries import Entries, Entry, ttl_until
 
 
 def _entries() -> Entries:
@@ -30,7 +30,10 @@ def list_entries() -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for raw_id in sorted(entries.client.smembers(entries.keys.background_index())):
         entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-        entry = _entry(entries, entry_id)
+        entry = Entry.from_hash(entry_id, entries.read(entry_id))
+        if entry.state == "unknown":  # ended and expired: its id no longer belongs here
+            entries.client.srem(entries.keys.background_index(), entry_id)
+            continue
         due = entries.client.zscore(entries.keys.schedule(), entry_id)
         runs = f"{entry.finished}/{entry.max_count}" if entry.max_count else str(entry.finished)
         every = entry.cron or (f"{entry.interval:g}s" if entry.interval is not None else "")
@@ -57,6 +60,8 @@ def show_entry(entry_id: str) -> dict[str, object]:
 
 def pause_or_resume(entry_id: str, action: str) -> str:
     entries = _entries()
-    _entry(entries, entry_id)
-    state = entries.pause_resume(entry_id, action, time.time())
+    entry = _entry(entries, entry_id)
+    now = time.time()
+    ttl = ttl_until(now, now, entry.timeout, Settings().result_ttl)
+    state = entries.pause_resume(entry_id, action, now, ttl)
     return f"{entry_id}: {state.decode() if isinstance(state, bytes) else state}"

@@ -230,10 +230,13 @@ class Entries:
             [entry_id, ttl_end],
         )
 
-    def pause_resume(self, entry_id: str, action: str, now: float) -> Any:
+    def pause_resume(self, entry_id: str, action: str, now: float, ttl: int) -> Any:
+        """Pause (the entry's keys then stay) or resume (they expire again, after ``ttl``)."""
         k = self.keys
         return self._eval(
-            scripts.PAUSE_RESUME, [k.background(entry_id), k.schedule()], [entry_id, action, now]
+            scripts.PAUSE_RESUME,
+            [k.background(entry_id), k.schedule(), k.background_done(entry_id)],
+            [entry_id, action, now, ttl],
         )
 
     def read(self, entry_id: str) -> Any:

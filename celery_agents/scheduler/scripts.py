@@ -103,12 +103,16 @@ end
 return {state, inflight}
 """
 
-# KEYS: entry, schedule. ARGV: id, 'pause' or 'resume', now. Returns the new state or nil.
+# KEYS: entry, schedule, entry's counted runs. ARGV: id, 'pause' or 'resume', now, the TTL a
+# resumed entry gets. Returns the new state or nil. A paused entry keeps its keys until it is
+# resumed (then they expire as an active entry's do) or cancelled.
 PAUSE_RESUME = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if ARGV[2] == 'pause' and state == 'active' then
   redis.call('HSET', KEYS[1], 'state', 'paused')
   redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[3])
   return 'paused'
 end
 if ARGV[2] == 'resume' and state == 'paused' then
@@ -116,6 +120,8 @@ if ARGV[2] == 'resume' and state == 'paused' then
   if not redis.call('HGET', KEYS[1], 'inflight') then
     redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
   end
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
   return 'active'
 end
 return state
