@@ -154,9 +154,13 @@ def make_stack(
         manifest = tmp / f"schedules-{uuid.uuid4().hex[:6]}.yaml"
         manifest.write_text(yaml.safe_dump({**data, "schedules": schedules}))
     made = Stack(redis_url, manifest)
-    made.worker()
-    if beat:
-        made.beat()
+    try:
+        made.worker()
+        if beat:
+            made.beat()
+    except BaseException:  # a beat that did not start leaves no worker behind
+        end_stack(made)
+        raise
     return made
 
 

@@ -135,6 +135,8 @@ def test_cron_is_frozen_and_prints_its_expression() -> None:
         ("0 0 */ * *", "day-of-month step '' is not a number"),
         ("abc * * * *", "minute 'abc' is not a number"),
         ("MON * * * *", "minute 'MON' is not a number"),
+        ("\u00b2 * * * *", "minute '\u00b2' is not a number"),  # a digit to str.isdigit
+        ("*/\u00b2 * * * *", "minute step '\u00b2' is not a number"),
         ("0 0 * FOO *", "month 'FOO' is not a number or month name"),
         ("0 0 * * FUNDAY", "day-of-week 'FUNDAY' is not a number or day-of-week name"),
         ("-1 * * * *", "minute '-1' is not a number or range"),

@@ -201,7 +201,7 @@ def _parse_item(expression: str, field: _Field, item: str) -> range:
     base, slash, step_text = item.partition("/")
     step = 1
     if slash:
-        if not step_text.isdigit():
+        if not (step_text.isascii() and step_text.isdigit()):
             raise fail(f"step {step_text!r} is not a number")
         step = int(step_text)
         if step < 1:
@@ -229,7 +229,7 @@ def _parse_value(field: _Field, text: str, fail: Callable[[str], CronError]) -> 
     named = field.names.get(text.upper())
     if named is not None:
         return named
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²" is a digit to str.isdigit
         kind = "a number" + (f" or {field.name} name" if field.names else "")
         raise fail(f"{text!r} is not {kind}")
     value = int(text)
