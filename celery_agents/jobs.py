@@ -57,11 +57,33 @@ class Job(BaseModel):
         return None
 
     def render(self, values: Mapping[str, Any] | None = None) -> str:
-        """The prompt with its ``{placeholders}`` filled; a missing value is a ``UserError``."""
-        fields = {name for _, name, _, _ in string.Formatter().parse(self.prompt) if name}
-        missing = sorted(fields - set(values or {}))
-        if missing:
+        """The prompt with its ``{placeholders}`` filled (``{{`` and ``}}`` are literal braces,
+        always); a missing value, or a prompt that is no template, is a ``UserError``."""
+        given = dict(values or {})
+        try:
+            names = [name for _, name, _, _ in string.Formatter().parse(self.prompt)]
+            roots = {_root(name) for name in names if name is not None}
+            missing = sorted(roots - set(given))
+            if missing:
+                hint = (
+                    ""
+                    if all(r.isidentifier() for r in missing)
+                    else " (a literal brace is written {{ or }}, as in a JSON example)"
+                )
+                raise UserError(
+                    f"job {self.name!r} needs values for: {', '.join(map(repr, missing))}{hint}",
+                    job=self.name,
+                )
+            return self.prompt.format_map(given)
+        except (ValueError, LookupError, AttributeError) as exc:  # "{", "{a.b}" on a str...
             raise UserError(
-                f"job {self.name!r} needs values for: {', '.join(missing)}", job=self.name
-            )
-        return self.prompt.format_map(dict(values or {})) if fields else self.prompt
+                f"job {self.name!r}: its prompt cannot be filled: {exc} (a literal brace is "
+                "written {{ or }})",
+                job=self.name,
+            ) from None
+
+
+def _root(field: str) -> str:
+    """The value a replacement field names: ``incident`` of ``{incident.title}`` or
+    ``{incident[0]}``; "" for ``{}``."""
+    return field.split(".", 1)[0].split("[", 1)[0]

@@ -242,3 +242,33 @@ async def test_the_local_model_answers_with_json_that_validates_or_fails_cleanly
         assert exc.details["output_type"] == "Colour"  # noqa: PT017 (either outcome is fine)
     else:
         assert isinstance(msg.content, Colour) and msg.content.name.strip()
+
+
+@pytest.mark.parametrize(
+    ("prompt", "values", "rendered"),
+    [
+        ("Return {{severity}} as JSON", {}, "Return {severity} as JSON"),  # no placeholder
+        ("Return {{severity}} for {incident}", {"incident": "x"}, "Return {severity} for x"),
+        ("Triage {incident[0]}", {"incident": ["first"]}, "Triage first"),
+    ],
+)
+def test_a_job_prompt_is_one_template_whatever_its_placeholders(
+    prompt: str, values: dict[str, object], rendered: str
+) -> None:
+    assert Job(name="j", prompt=prompt).render(values) == rendered
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ('Answer like {"severity": "high"}', "needs values for: '\"severity\"' .*literal brace"),
+        ("Use { carefully", "cannot be filled: .*literal brace"),
+        ("{} and {x}", "needs values for: '', 'x'"),
+        ("About {incident.title}", "needs values for: 'incident'$"),
+    ],
+)
+def test_a_job_prompt_that_cannot_be_filled_is_a_user_error_naming_why(
+    prompt: str, message: str
+) -> None:
+    with pytest.raises(UserError, match=message):
+        Job(name="j", prompt=prompt).render({})
