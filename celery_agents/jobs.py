@@ -70,9 +70,9 @@ class Job(BaseModel):
                     if all(r.isidentifier() for r in missing)
                     else " (a literal brace is written {{ or }}, as in a JSON example)"
                 )
+                wanted = ", ".join(r or "{}" for r in missing)
                 raise UserError(
-                    f"job {self.name!r} needs values for: {', '.join(map(repr, missing))}{hint}",
-                    job=self.name,
+                    f"job {self.name!r} needs values for: {wanted}{hint}", job=self.name
                 )
             return self.prompt.format_map(given)
         except (ValueError, LookupError, AttributeError) as exc:  # "{", "{a.b}" on a str...
