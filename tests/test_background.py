@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 
 import pytest
@@ -231,3 +232,24 @@ def test_a_run_is_counted_lost_only_past_the_longest_its_stages_may_take(
     template = EntryTemplate(name="e", task="t", payload=payload, interval=1, timeout=10)
     entry = Entry.from_hash("e1", template.fields())
     assert entry.longest_wait() == 10 * runs
+
+
+async def test_an_entry_that_cannot_fire_does_not_stop_the_beat(stack: StackFactory) -> None:
+    s = stack()
+    keys = Keys(s.prefix)
+    client = redis.Redis.from_url(s.redis_url)
+    try:
+        # A corrupt entry (its payload is no JSON) due now, before the good one.
+        client.hset(keys.background("corrupt"), mapping={"name": "bad", "payload": "{not json"})
+        client.sadd(keys.background_index(), "corrupt")
+        client.zadd(keys.schedule(), {"corrupt": 0})
+        stats = await Agent("good", "test:echo").run_in_background("x", max_count=2)
+        await asyncio.wait_for(stats.wait(), 60)
+        assert stats.message_count == 2  # before: the beat died on the corrupt one
+        assert (client.zscore(keys.schedule(), "corrupt") or 0) > time.time()  # put off
+        assert s.processes[-1].process.poll() is None
+    finally:
+        client.delete(keys.background("corrupt"))
+        client.srem(keys.background_index(), "corrupt")
+        client.zrem(keys.schedule(), "corrupt")
+        client.close()

@@ -18,6 +18,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -41,6 +42,7 @@ LOCK_TTL = 3.0
 MAX_SLEEP = 0.2
 WATCHDOG_EVERY = 5.0
 LOST_GRACE = 30.0
+BAD_ENTRY_DELAY = 60.0  # seconds an entry that failed to fire waits before the next try
 
 
 class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
@@ -90,7 +92,7 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
             return LOCK_TTL / 3
         self.redis.set(self.keys.beat_alive(), self.token, px=int(LOCK_TTL * 1000))
         for raw_id in self.redis.zrangebyscore(self.keys.schedule(), "-inf", now, start=0, num=200):
-            self._fire(_text(raw_id), now)
+            self._guarded(self._fire, _text(raw_id), now)
         if now >= self.next_watchdog:
             self.next_watchdog = now + WATCHDOG_EVERY
             self._count_lost_runs(now)
@@ -134,13 +136,26 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
         failed and tell the entry's followers; a redelivery of it is refused (cancelled),
         so it cannot run beside the runs that come after it."""
         for raw_id in self.redis.smembers(self.keys.background_index()):
-            entry_id = _text(raw_id)
-            entry = Entry.from_hash(entry_id, self.redis.hgetall(self.keys.background(entry_id)))
-            if not entry.inflight or entry.inflight_since is None:
-                continue
-            if now - entry.inflight_since < entry.longest_wait() + LOST_GRACE:
-                continue
-            self._count_lost(entry, entry.inflight, now)
+            self._guarded(self._check_lost, _text(raw_id), now)
+
+    def _check_lost(self, entry_id: str, now: float) -> None:
+        entry = Entry.from_hash(entry_id, self.redis.hgetall(self.keys.background(entry_id)))
+        if not entry.inflight or entry.inflight_since is None:
+            return
+        if now - entry.inflight_since < entry.longest_wait() + LOST_GRACE:
+            return
+        self._count_lost(entry, entry.inflight, now)
+
+    def _guarded(self, fire: Callable[[str, float], None], entry_id: str, now: float) -> None:
+        """``fire(entry_id, now)``; an entry that cannot fire (a corrupt hash, say) is put
+        off, named in the log, and the beat goes on with the others."""
+        try:
+            fire(entry_id, now)
+        except redis.RedisError:
+            raise
+        except Exception:
+            log.exception("entry %s cannot fire; put off for %gs", entry_id, BAD_ENTRY_DELAY)
+            self.redis.zadd(self.keys.schedule(), {entry_id: now + BAD_ENTRY_DELAY})
 
     def _count_lost(self, entry: Entry, run_id: str, now: float) -> None:
         error = RunError(f"run {run_id} of {entry.name!r} was lost with its worker")
