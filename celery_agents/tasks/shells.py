@@ -15,9 +15,10 @@ from celery.exceptions import Ignore
 from redis.asyncio.client import Pipeline
 
 from ..errors import CeleryAgentsError, InvalidPayloadError, RunError, RunTimeout
-from ..events import RunStarted
+from ..events import RunDone, RunFailed, RunStarted
 from ..messages import ChatMessage
 from ..runstate import write_state
+from ..streaming.replay import read_replay
 from ..workers.background import finish_background_run
 from ..workers.channel import RunChannel
 from ..workers.executor import Ending, execute_run
@@ -216,9 +217,25 @@ async def _executed(
         if payload.background:
             await finish_background_run(runtime, payload.background, payload.run_id, None, exc)
         raise
+    except AlreadyRan:
+        if payload.background:
+            await _count_ended(runtime, payload.background, payload.run_id)
+        raise
     if payload.background:
         await finish_background_run(runtime, payload.background, payload.run_id, message, None)
     return message
+
+
+async def _count_ended(runtime: WorkerRuntime, entry_id: str, run_id: str) -> None:
+    """Count a background run that ended, from its terminal event, for a delivery of it that
+    came back (its worker may have died between its end and the count; counting twice is a
+    no-op). Without that event the beat's watchdog counts it."""
+    events = await read_replay(runtime.redis, runtime.keys, run_id)
+    last = events[-1] if events else None
+    if isinstance(last, RunDone):
+        await finish_background_run(runtime, entry_id, run_id, last.message, None)
+    elif isinstance(last, RunFailed):
+        await finish_background_run(runtime, entry_id, run_id, None, last.exception())
 
 
 def _outcome(
