@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import cast
 
-from ..errors import UserError
 from ..events import Event, RunDone, RunFailed, RunStarted
 from ..messages import ChatMessage
 from ..runstate import RunRecord, RunStatus, final_state
-from ..streaming.hub import RunWatch
 from ..streaming.replay import read_replay
 from .bridge import iterate_on_io, on_io, run_sync
 from .client import get_client
@@ -43,7 +41,7 @@ class RunHandle:
         wait = self._wait_for(timeout)
 
         async def go() -> ChatMessage:
-            return await wait_message(await self._watch(), wait)
+            return await wait_message(await get_client().watch(self.run_id), wait)
 
         return await on_io(go())
 
@@ -54,24 +52,9 @@ class RunHandle:
         self, from_seq: int = 1, *, timeout: float | None = None
     ) -> AsyncIterator[Event]:
         """The run's events from ``from_seq`` on, replayed then live, up to the terminal one."""
-        watch = await on_io(self._watch(from_seq))
+        watch = await on_io(get_client().watch(self.run_id, from_seq))
         async for event in iterate_on_io(follow(watch, self._wait_for(timeout))):
             yield event
-
-    async def _watch(self, from_seq: int = 1) -> RunWatch:
-        """Watch the run; a run with no record and no events is unknown here (never sent, or
-        expired): that is said at once, not after the whole wait."""
-        client = get_client()
-        watch = await client.watch(self.run_id, from_seq)
-        if watch.next_seq == from_seq and not await client.redis.exists(
-            client.keys.run_state(self.run_id)
-        ):
-            await watch.close()
-            raise UserError(
-                f"no run {self.run_id!r} here: it was never sent to this Redis, or it ended "
-                "longer ago than results are kept (result_ttl)"
-            )
-        return watch
 
     async def cancel(self) -> None:
         """Cancel the run: it will not start, or stops at its next await if it runs."""
