@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import click
 
-from .config.settings import Settings
+from .config.settings import Settings, shown_url
 from .embedded.redis_server import redis_answers, start_redis_server
 from .embedded.worker import start_beat, start_worker
 from .facade import Agent, configure
@@ -30,11 +30,14 @@ def _say(text: str) -> None:
 @contextlib.contextmanager
 def _redis(settings: Settings) -> Iterator[str]:
     if redis_answers(settings.redis_url):
-        _say(f"using the Redis at {settings.redis_url}")
+        _say(f"using the Redis at {shown_url(settings.redis_url)}")
         yield settings.redis_url
         return
     server = start_redis_server()
-    _say(f"no Redis answered at {settings.redis_url}; started a private one at {server.url}")
+    _say(
+        f"no Redis answered at {shown_url(settings.redis_url)}; "
+        f"started a private one at {shown_url(server.url)}"
+    )
     try:
         yield server.url
     finally:

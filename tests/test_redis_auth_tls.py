@@ -20,7 +20,7 @@ import redis
 from celery_agents import Agent, Settings, configure
 from celery_agents.config.celery_conf import celery_config
 from celery_agents.embedded.redis_server import RedisServer, free_port, start_redis_server
-from celery_agents.embedded.worker import WorkerProcess, start_worker
+from celery_agents.embedded.worker import WorkerProcess, start_beat, start_worker
 from celery_agents.errors import ConfigError
 from celery_agents.tasks.app import create_app, create_client_app
 from celery_agents.testing.plugin import TEST_WORKER_ENV
@@ -97,9 +97,16 @@ async def test_runs_go_through_a_password_protected_redis_and_the_password_shows
         assert fleet.worker.hostname in status.stdout
         log = fleet.worker.log_path.read_text(errors="replace")
         assert "redis://:**@127.0.0.1" in log  # Celery's banner names the broker, masked
+        beat = start_beat(
+            server.url, manifest=celery_agents_manifest_path, extra_env=TEST_WORKER_ENV
+        )
+        beat_log = beat.log_path.read_text(errors="replace")
+        beat.kill()
+        assert ". redis -> redis://:**@127.0.0.1" in beat_log  # our line in its banner, masked
     finally:
         fleet.worker.kill()
-    for place, text in {"worker log": log, "status": status.stdout + status.stderr}.items():
+    places = {"worker log": log, "beat log": beat_log, "status": status.stdout + status.stderr}
+    for place, text in places.items():
         assert PASSWORD not in text, f"the Redis password shows in the {place}"
 
 

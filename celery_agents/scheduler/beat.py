@@ -25,7 +25,7 @@ import redis
 from celery import beat
 
 from ..config.manifest import AgentsManifest
-from ..config.settings import Settings
+from ..config.settings import Settings, shown_url
 from ..errors import RunError
 from ..events import MemberFailed
 from ..keys import Keys
@@ -196,7 +196,8 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
 
     @property
     def info(self) -> str:
-        return f"    . redis -> {self.settings.redis_url} (entries under {self.keys.prefix}:bg:*)"
+        url = shown_url(self.settings.redis_url)
+        return f"    . redis -> {url} (entries under {self.keys.prefix}:bg:*)"
 
 
 def _text(value: Any) -> str:
