@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 
 import pytest
+import redis.asyncio as aioredis
 
 from celery_agents import Agent
 from celery_agents.testing.scripted_server import Fail, ScriptedModelServer
+from celery_agents.workers.limits import TAKE_TOKENS
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.usefixtures("agents")
@@ -68,3 +71,20 @@ async def test_max_concurrent_caps_requests_in_flight_across_workers(
     await asyncio.gather(*(agent.run(f"r{i}", store_history=False) for i in range(6)))
     times = sorted(r.received_at for r in scripted_model.requests)
     assert most_in_any_window(times, 0.35) <= 2, [round(t - times[0], 2) for t in times]
+
+
+async def test_a_refund_never_fills_the_token_bucket_past_its_size(agents_redis_url: str) -> None:
+    key = f"bucket-test-{uuid.uuid4().hex}"
+    client = aioredis.Redis.from_url(agents_redis_url)
+    try:
+
+        async def take(now: float, cost: int) -> None:
+            await client.eval(TAKE_TOKENS, 1, key, now, 1000, 1000 / 60, cost, 60_000)
+
+        await take(1000.0, 900)  # an estimate of 900 tokens out of 1,000 a minute
+        await take(1060.0, -800)  # a minute on (full again), the answer used 100: refund 800
+        level = await client.hget(key, "level")
+        assert level is not None and float(level) <= 1000  # before: 1,800
+    finally:
+        await client.delete(key)
+        await client.aclose()

@@ -55,7 +55,7 @@ TAKE_TOKENS = """
 local now, capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local level = tonumber(redis.call('HGET', KEYS[1], 'level') or ARGV[2])
 local at = tonumber(redis.call('HGET', KEYS[1], 'at') or ARGV[1])
-level = math.min(capacity, level + (now - at) * rate) - tonumber(ARGV[4])
+level = math.min(capacity, math.min(capacity, level + (now - at) * rate) - tonumber(ARGV[4]))
 redis.call('HSET', KEYS[1], 'level', tostring(level), 'at', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 if level >= 0 then return '0' end
