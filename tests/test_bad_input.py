@@ -172,6 +172,15 @@ def test_a_malformed_manifest_names_the_file_and_the_line(tmp_path: Path) -> Non
         AgentsManifest.from_yaml(path)
 
 
+def test_a_name_given_twice_in_the_manifest_is_refused_with_its_line() -> None:
+    twice = "agents:\n  analyst: {model: 'test:echo'}\n  analyst: {model: 'test:fail'}\n"
+    with pytest.raises(ConfigError, match=r"m.yaml: line 3, column 3: .*duplicate key 'analyst'"):
+        AgentsManifest.from_text(twice, source="m.yaml")
+    merged = "x: &base {model: 'test:echo'}\nagents:\n  a: {<<: *base, model: 'test:fail'}\n"
+    with pytest.raises(ConfigError, match="x: Extra inputs"):  # a merge key may be overridden
+        AgentsManifest.from_text(merged, source="m.yaml")
+
+
 def test_a_bad_manifest_field_names_the_file_and_the_field() -> None:
     with pytest.raises(ConfigError, match=r"m.yaml: agents.analyst.model: Field required"):
         AgentsManifest.from_text("agents: {analyst: {system_prompt: hi}}", source="m.yaml")
