@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from celery_agents import Agent
 from celery_agents.testing.scripted_server import Fail, ScriptedModelServer
-from celery_agents.workers.limits import TAKE_TOKENS
+from celery_agents.workers.limits import TAKE_TOKENS, LeasePool
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.usefixtures("agents")
@@ -85,6 +85,25 @@ async def test_a_refund_never_fills_the_token_bucket_past_its_size(agents_redis_
         await take(1060.0, -800)  # a minute on (full again), the answer used 100: refund 800
         level = await client.hget(key, "level")
         assert level is not None and float(level) <= 1000  # before: 1,800
+    finally:
+        await client.delete(key)
+        await client.aclose()
+
+
+async def test_a_slot_renewed_outlives_its_lease_and_lapses_once_not(agents_redis_url: str) -> None:
+    # A run longer than a slot's lease keeps its slot while its worker renews it; a dead
+    # worker's slot lapses after one lease (before: it lasted run_timeout either way).
+    key = f"slots-test-{uuid.uuid4().hex}"
+    client = aioredis.Redis.from_url(agents_redis_url)
+    ours, theirs = LeasePool(client, key, 1, 1.0), LeasePool(client, key, 1, 1.0)
+    try:
+        await ours.acquire()
+        for _ in range(5):  # 1.5 s: past the lease, renewed all along
+            await asyncio.sleep(0.3)
+            await ours.renew()
+        assert await theirs.try_acquire() is None
+        await asyncio.sleep(1.2)  # our worker "died": no renewal for longer than a lease
+        assert await theirs.try_acquire() is not None
     finally:
         await client.delete(key)
         await client.aclose()

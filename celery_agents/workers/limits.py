@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
 
 import redis.asyncio as aioredis
@@ -24,6 +25,8 @@ import redis.asyncio as aioredis
 from ..config.manifest import ProviderLimits
 from ..keys import Keys
 from ..llm.base import Model, ModelRequest, ModelResponse
+
+log = logging.getLogger(__name__)
 
 # A reservation lands this share of the window (at least 50 ms) past the window's edge: a
 # request booked for the very edge may reach the provider later than one booked a window after
@@ -73,8 +76,9 @@ return 1
 
 
 class LeasePool:
-    """At most ``size`` holders at once, fleet-wide; a lease expires, so a dead worker cannot
-    leak one."""
+    """At most ``size`` holders at once, fleet-wide. A lease lasts ``lease_seconds`` unless
+    renewed (``renew``, while its run goes on): a dead worker's leases lapse soon, and a run
+    longer than a lease keeps its own."""
 
     def __init__(self, client: aioredis.Redis, key: str, size: int, lease_seconds: float) -> None:
         self.client = client
@@ -82,6 +86,7 @@ class LeasePool:
         self.size = size
         self.lease_seconds = lease_seconds
         self._released = asyncio.Event()
+        self._held: set[str] = set()
 
     async def acquire(self) -> str:
         lease = uuid.uuid4().hex
@@ -104,11 +109,25 @@ class LeasePool:
         granted = await self.client.eval(
             TAKE_LEASE, 1, self.key, now, self.size, lease, now + self.lease_seconds
         )
+        if granted:
+            self._held.add(lease)
         return bool(granted)
 
     async def release(self, lease: str) -> None:
+        self._held.discard(lease)
         await self.client.zrem(self.key, lease)
         self._released.set()
+
+    async def renew(self) -> None:
+        """Push back the expiry of the leases this process holds (those still granted)."""
+        held = list(self._held)
+        if not held:
+            return
+        until = time.time() + self.lease_seconds
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.key, dict.fromkeys(held, until), xx=True)
+            pipe.pexpire(self.key, int(self.lease_seconds * 1000) + 1000)
+            await pipe.execute()
 
 
 BACKOFF_FRESH = 0.1  # seconds a read of the fleet's backoff is trusted
@@ -194,6 +213,11 @@ class ProviderLimiter:
             self._ttl_ms,
         )
 
+    @property
+    def lease_pool(self) -> LeasePool | None:
+        """The pool of ``max_concurrent`` requests (None: no such cap)."""
+        return self._leases
+
     async def release(self, lease: str | None) -> None:
         if lease is not None and self._leases is not None:
             await self._leases.release(lease)
@@ -246,3 +270,16 @@ def estimate_tokens(request: ModelRequest) -> int:
     """A cheap upper-ish estimate: about four characters a token, plus the answer's allowance."""
     chars = sum(len(str(m.get("content") or "")) for m in request.messages)
     return chars // 4 + (request.settings.max_tokens or 256)
+
+
+async def renew_forever(pools: Callable[[], Iterable[LeasePool]], every: float) -> None:
+    """Renew the leases held in ``pools()`` every ``every`` seconds, until cancelled."""
+    while True:
+        await asyncio.sleep(every)
+        for pool in pools():
+            try:
+                await pool.renew()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away: the next round tries again
+                log.warning("could not renew the leases of %s: %s", pool.key, exc)

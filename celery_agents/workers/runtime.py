@@ -30,7 +30,7 @@ from ..redis_pool import async_redis
 from ..streaming.publisher import EventPublisher
 from ..tools import REGISTRY, ToolRegistry
 from .leases import RunLeases
-from .limits import LeasePool, LimitedModel, ProviderLimiter
+from .limits import LeasePool, LimitedModel, ProviderLimiter, renew_forever
 from .loop import EventLoopThread
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class WorkerRuntime:
                 self.keys,
                 name,
                 manifest.provider(name).limits or ProviderLimits(),
-                lease_seconds=settings.run_timeout,
+                lease_seconds=self._slot_lease(settings),
             )
             for name in sorted(manifest.provider_names - {"test"})
         }
@@ -87,6 +87,20 @@ class WorkerRuntime:
         self._renewing = asyncio.run_coroutine_threadsafe(
             self.leases.renew_forever(), self.loop.loop
         )
+        self._renewing_slots = asyncio.run_coroutine_threadsafe(
+            renew_forever(self._slot_pools, self.leases.every), self.loop.loop
+        )
+
+    @staticmethod
+    def _slot_lease(settings: Settings) -> float:
+        """How long a tenant's or provider's concurrency slot lasts unless renewed: as a
+        run's lease (renewed as often), so a dead worker's slots lapse as soon."""
+        return 3 * lease_interval(settings.visibility_timeout)
+
+    def _slot_pools(self) -> list[LeasePool]:
+        pools = list(self._tenant_pools.values())
+        pools += [p for limiter in self.limiters.values() if (p := limiter.lease_pool)]
+        return pools
 
     def _broker_redis(self) -> aioredis.Redis | None:
         """The broker's Redis, whose unacked index the leases keep fresh (None: not Redis)."""
@@ -158,7 +172,7 @@ class WorkerRuntime:
                 self.redis,
                 self.keys.tenant_leases(tenant),
                 spec.max_concurrent_runs,
-                self.settings.run_timeout,
+                self._slot_lease(self.settings),
             )
         return self._tenant_pools[tenant]
 
@@ -206,6 +220,7 @@ class WorkerRuntime:
     def close(self) -> None:
         self._control.cancel()
         self._renewing.cancel()
+        self._renewing_slots.cancel()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         try:
