@@ -291,3 +291,19 @@ def test_chat_messages_of_teams_round_trip() -> None:
         content=["x"], name="t", associated_messages=[inner], metadata={"errors": {"b": "boom"}}
     )
     assert ChatMessage.model_validate_json(msg.model_dump_json()) == msg
+
+
+async def test_a_named_teamrun_inside_a_teamrun_hands_on_as_itself() -> None:
+    # Its last stage's end used to queue the next step with that stage's own record.
+    inner = TeamRun([Agent("a", "test:echo"), Agent("b", "test:echo")], name="x")
+    items = [i async for i in (inner | Agent("c", "test:echo")).execute_iter("go")]
+    talks = [(i.source.name, i.targets[0].name) for i in items if isinstance(i, Talk)]
+    assert [i.agent_name for i in items if isinstance(i, AgentResponse)] == ["x", "c"]
+    assert talks == [("x", "c")]
+    failing = TeamRun([Agent("a", "test:echo"), Agent("b", "test:fail")], name="x")
+    with pytest.raises(StageError) as raised:
+        await (failing | Agent("c", "test:echo")).run("go")
+    assert raised.value.details["stage"] == "x"
+    with pytest.raises(StageError) as raised:
+        await (Agent("a", "test:echo") | failing).run("go")
+    assert raised.value.details["stage"] == "x"

@@ -180,7 +180,9 @@ async def _run_admitted(
         mine = record.skipped()  # an earlier stage failed: carry its failure along
     else:
         ending: Ending | None = None
-        if next_step is not None and payload.lineage:
+        # The last stage of a nested TeamRun hands on the TeamRun's record (``_finished``),
+        # not its own: its next step is sent after that, by ``_stage``.
+        if next_step is not None and payload.lineage and payload.finish is None:
             step = next_step
 
             def ending(
