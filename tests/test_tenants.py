@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from celery_agents import Agent, BudgetExceeded, RunHandle, UserError
+from celery_agents import Agent, BudgetExceeded, RunHandle, Team, TeamRunError, UserError
 from celery_agents.config.manifest import AgentSpec
 from celery_agents.embedded.worker import WorkerProcess
 from celery_agents.facade.client import get_client
@@ -106,3 +106,22 @@ async def test_a_teams_members_spend_their_tenants_budget(
     with pytest.raises(BudgetExceeded, match="tenant 'teamco' has used 160 of its 100 tokens"):
         await team.run("x", tenant="teamco")
     assert scripted_model.request_count == 2
+
+
+async def test_team_members_that_never_get_a_tenant_slot_fail_the_team_not_hang_it(
+    scripted_model: ScriptedModelServer, private_worker: Callable[..., WorkerProcess]
+) -> None:
+    private_worker(concurrency=8)
+    scripted_model.script(*[Reply("held", latency=8)] * 2, model="holder")
+    holders = [
+        await Agent("h", "scripted:holder").submit("hold", tenant="small", timeout=30)
+        for _ in range(2)
+    ]
+    await asyncio.to_thread(scripted_model.wait_for_requests, 2, 20)  # "small" is at its cap
+    team = Team([Agent("a", "test:echo"), Agent("b", "test:echo")], name="pair")
+    # Each member waits out its timeout for a slot, then fails as a member: before, it
+    # raised, the chord broke, and the caller waited for its whole timeout for nothing.
+    with pytest.raises(TeamRunError, match="waited .* for a slot of tenant 'small'"):
+        await team.run("x", tenant="small", timeout=1, store_history=False)
+    for holder in holders:
+        assert (await holder.result(timeout=30)).content == "held"

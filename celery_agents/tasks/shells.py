@@ -21,7 +21,7 @@ from ..runstate import write_state
 from ..streaming.replay import read_replay
 from ..workers.background import finish_background_run
 from ..workers.channel import RunChannel
-from ..workers.executor import Ending, execute_run
+from ..workers.executor import Ending, execute_run, run_channel
 from ..workers.groups import collect_team, finish_chain
 from ..workers.leases import AlreadyRan, RunningElsewhere
 from ..workers.runtime import WorkerRuntime, get_runtime
@@ -70,7 +70,9 @@ def register_tasks(app: Celery) -> None:
                     f"tenant {busy.args[0]!r}",
                     run_id=self.request.id,
                 )
-                runtime.loop.run(_channel(runtime, self.request.id, "?").failed(error))
+                handed = runtime.loop.run(_gave_up(runtime, payload, self.request.id, error))
+                if handed is not None:
+                    return handed
                 raise error from None
             raise self.retry(countdown=TENANT_RETRY * (1 + random.random())) from None
 
@@ -303,6 +305,26 @@ async def _start_refused(runtime: WorkerRuntime, tree: TreePayload, exc: Excepti
 
 def _team_started(tree: TreePayload) -> dict[str, Any]:
     return {"run_id": tree.run_id, "status": "started"}
+
+
+async def _gave_up(
+    runtime: WorkerRuntime, raw: Any, task_id: str, error: CeleryAgentsError
+) -> dict[str, Any] | None:
+    """Report ``error`` for a run that will not run where its caller looks: a Team/TeamRun
+    member's on its channels and as the failed record it hands on (raised, it would break
+    its Team's chord, which then never ends); None for a single run (the task raises it)."""
+    try:
+        payload = RunPayload.parse(raw)
+    except Exception:  # unreadable: reported as the run's own, as before
+        payload = None
+    if payload is None or not payload.lineage:
+        await _channel(runtime, task_id, "?").failed(error)
+        return None
+    await run_channel(runtime, payload).failed(error)
+    mine = _outcome(payload, None, error)
+    if payload.finish is None:
+        return mine.dump()
+    return await _finished(runtime, payload.finish, mine)
 
 
 def _channel(runtime: WorkerRuntime, run_id: str, name: str) -> RunChannel:
