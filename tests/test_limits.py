@@ -107,3 +107,15 @@ async def test_a_slot_renewed_outlives_its_lease_and_lapses_once_not(agents_redi
     finally:
         await client.delete(key)
         await client.aclose()
+
+
+async def test_retries_count_against_the_request_limit(scripted_model: ScriptedModelServer) -> None:
+    # Each of 10 runs meets one 503 and retries: 20 requests, 10 per 2 s at most. Before,
+    # a retry went straight out: all 20 landed within a fraction of a second.
+    scripted_model.script(*[Fail(503) for _ in range(10)], model="m")
+    agent = Agent("busy", "limited:m")
+    messages = await asyncio.gather(*(agent.run(f"r{i}", store_history=False) for i in range(10)))
+    assert len(messages) == 10
+    times = [r.received_at for r in scripted_model.requests]
+    assert len(times) == 20
+    assert most_in_any_window(times, 2.0 - ARRIVAL_JITTER) <= 10

@@ -63,8 +63,10 @@ class OpenAIModel:
         request_timeout: float,
         secret: str | None = None,
         on_throttle: Callable[[float], Awaitable[None]] | None = None,
+        before_retry: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._on_throttle = on_throttle
+        self._before_retry = before_retry
         self._endpoint = endpoint
         self._secret = secret
         self._model_name = model_name
@@ -100,6 +102,8 @@ class OpenAIModel:
                 await self._on_throttle(delay)  # the fleet slows down, not just this run
             attempt += 1
             await asyncio.sleep(delay)
+            if self._before_retry is not None:
+                await self._before_retry()  # a retry is a request too: the fleet's limits hold
 
     def _after(
         self, exc: openai.OpenAIError, attempt: int, emitted: bool

@@ -43,8 +43,10 @@ class ModelFactory:
         settings: Settings,
         manifest: AgentsManifest,
         on_throttle: Callable[[str, float], Awaitable[None]] | None = None,
+        before_retry: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._on_throttle = on_throttle
+        self._before_retry = before_retry
         self._settings = settings
         self._manifest = manifest
         self._endpoints: dict[str, tuple[list[ChatEndpoint], str | None]] = {}
@@ -67,7 +69,7 @@ class ModelFactory:
         spec = self._manifest.provider(provider)
         known = self._endpoints.get(provider) or await self._create_endpoints(provider, spec)
         endpoints, key = known
-        throttle = self._on_throttle
+        throttle, before_retry = self._on_throttle, self._before_retry
         return OpenAIModel(
             endpoints[next(self._turn) % len(endpoints)],
             name,
@@ -76,6 +78,7 @@ class ModelFactory:
             request_timeout=self._settings.model_request_timeout,
             secret=key,
             on_throttle=(lambda seconds: throttle(provider, seconds)) if throttle else None,
+            before_retry=(lambda: before_retry(provider)) if before_retry else None,
         )
 
     async def _create_endpoints(

@@ -168,20 +168,7 @@ class ProviderLimiter:
         """Wait until a request may go; returns the concurrency lease to release, if any."""
         await self._wait_backoff()
         limits = self.limits
-        waits = [0.0]
-        if limits.requests is not None:
-            booked = await self.client.eval(
-                RESERVE_SLOT,
-                1,
-                self._requests_key,
-                time.time(),
-                limits.window_seconds,
-                limits.requests,
-                uuid.uuid4().hex,
-                self._ttl_ms,
-                max(EDGE_MARGIN, EDGE_MARGIN * limits.window_seconds),
-            )
-            waits.append(float(booked) - time.time())
+        waits = [await self._book_request()]
         if limits.tokens is not None:
             debt = await self.client.eval(
                 TAKE_TOKENS,
@@ -197,6 +184,32 @@ class ProviderLimiter:
         if max(waits) > 0:
             await asyncio.sleep(max(waits))
         return await self._leases.acquire() if self._leases is not None else None
+
+    async def admit_retry(self) -> None:
+        """Wait until a retry of a request may go: it is one more request to the provider
+        (its tokens were booked with the first try; its concurrency lease is still held)."""
+        await self._wait_backoff()
+        wait = await self._book_request()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def _book_request(self) -> float:
+        """Book a request in the fleet's window; the seconds to wait until it is due."""
+        limits = self.limits
+        if limits.requests is None:
+            return 0.0
+        booked = await self.client.eval(
+            RESERVE_SLOT,
+            1,
+            self._requests_key,
+            time.time(),
+            limits.window_seconds,
+            limits.requests,
+            uuid.uuid4().hex,
+            self._ttl_ms,
+            max(EDGE_MARGIN, EDGE_MARGIN * limits.window_seconds),
+        )
+        return float(booked) - time.time()
 
     async def settle(self, estimated_tokens: int, actual_tokens: int) -> None:
         """Correct the token bucket by what the response really used."""

@@ -65,7 +65,9 @@ class WorkerRuntime:
             )
             for name in sorted(manifest.provider_names - {"test"})
         }
-        self.models = ModelFactory(settings, manifest, on_throttle=self._throttled)
+        self.models = ModelFactory(
+            settings, manifest, on_throttle=self._throttled, before_retry=self._before_retry
+        )
         self._tenant_pools: dict[str, LeasePool] = {}
         self.hostname = f"{os.getpid()}@{socket.gethostname()}"
         self._heartbeat: concurrent.futures.Future[None] | None = None
@@ -161,6 +163,11 @@ class WorkerRuntime:
         limiter = self.limiters.get(provider)
         if limiter is not None:
             await limiter.back_off(seconds)
+
+    async def _before_retry(self, provider: str) -> None:
+        limiter = self.limiters.get(provider)
+        if limiter is not None:
+            await limiter.admit_retry()
 
     def tenant_pool(self, tenant: str) -> LeasePool | None:
         """The fleet-wide cap on a tenant's concurrent runs (None: uncapped)."""
