@@ -52,6 +52,7 @@ def celery_agents_manifest(_scripted_model_server: ScriptedModelServer) -> dict[
             "small": {"max_concurrent_runs": 2},
             "other": {},
             "teamco": {"daily_token_budget": 100},
+            "failing": {"daily_token_budget": 100},
         },
         "teams": {
             "reviewers": {

@@ -8,12 +8,21 @@ from collections.abc import Callable
 
 import pytest
 
-from celery_agents import Agent, BudgetExceeded, RunHandle, Team, TeamRunError, UserError
+from celery_agents import (
+    Agent,
+    BudgetExceeded,
+    OutputValidationError,
+    RunHandle,
+    Team,
+    TeamRunError,
+    UserError,
+)
 from celery_agents.config.manifest import AgentSpec
 from celery_agents.embedded.worker import WorkerProcess
 from celery_agents.facade.client import get_client
 from celery_agents.tasks.payload import RunPayload
 from celery_agents.testing.scripted_server import Reply, ScriptedModelServer
+from tests.support.models import Finding
 
 pytestmark = pytest.mark.usefixtures("agents")
 
@@ -43,7 +52,7 @@ async def test_a_budget_is_enforced_before_the_model_call(
 
 async def test_an_unknown_tenant_is_a_user_error() -> None:
     with pytest.raises(
-        UserError, match="unknown tenant 'nobody' \\(known: acme, other, small, teamco\\)"
+        UserError, match="unknown tenant 'nobody' \\(known: acme, failing, other, small, teamco\\)"
     ):
         await Agent("a", "test:echo").run("x", tenant="nobody")
 
@@ -125,3 +134,16 @@ async def test_team_members_that_never_get_a_tenant_slot_fail_the_team_not_hang_
         await team.run("x", tenant="small", timeout=1, store_history=False)
     for holder in holders:
         assert (await holder.result(timeout=30)).content == "held"
+
+
+async def test_tokens_a_failed_run_used_count_against_its_tenants_budget(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    # Two answers that are not the asked-for JSON: the run fails after 2,000 tokens. Before,
+    # a failed run charged nothing, so failing runs could spend without limit.
+    scripted_model.script(Reply("not json", usage=(500, 500)), Reply("nor this", usage=(500, 500)))
+    judge = Agent("judge", "scripted:m", output_type=Finding)
+    with pytest.raises(OutputValidationError):
+        await judge.run("judge", tenant="failing", store_history=False)
+    with pytest.raises(BudgetExceeded, match="tenant 'failing' has used 2000 of its 100 tokens"):
+        await Agent("next", "scripted:m").run("x", tenant="failing", store_history=False)

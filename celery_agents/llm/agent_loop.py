@@ -47,8 +47,12 @@ async def run_agent_loop(
     output_mode: str = "json_schema",
     max_turns: int = 10,
     max_tool_errors: int = 3,
+    result: LoopResult | None = None,
 ) -> LoopResult:
     """Run ``model`` over ``messages`` until it answers without asking for tools.
+
+    ``result`` (given by the caller) is filled as the run goes: what the model calls used is
+    there even when the run fails after them.
 
     With ``output`` the answer must validate against it (through ``response_format``, or a
     ``final_result`` tool when ``output_mode`` is ``tool``); an invalid answer is sent back
@@ -59,7 +63,7 @@ async def run_agent_loop(
     if output is not None and via_tool:
         schemas.append(output.tool())
     request_format = output.response_format() if output is not None and not via_tool else None
-    result = LoopResult(text="")
+    result = result if result is not None else LoopResult(text="")
     errors_in_a_row = 0
     second_chances = 1
     for _turn in range(max_turns):

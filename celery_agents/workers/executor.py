@@ -19,7 +19,7 @@ from ..config.manifest import parse_model_ref
 from ..deadletters import keep, worth_keeping
 from ..errors import CeleryAgentsError, RunCancelled, RunError, RunTimeout, UnknownToolError
 from ..events import RunStarted, TalkEvent, TextDelta, ToolCallEvent, ToolResultEvent
-from ..llm.agent_loop import run_agent_loop
+from ..llm.agent_loop import LoopResult, run_agent_loop
 from ..messages import ChatMessage, Participant, ToolCallInfo, Usage
 from ..runstate import final_state
 from ..streaming.outbox import Outbox
@@ -175,6 +175,7 @@ async def _execute_claimed(
         agent.model,
         claim.attempt,
     )
+    progress = LoopResult(text="")
     try:
         if claim.cancelled or runtime.was_cancelled(run_id, runtime.inflight_ancestors(run_id)):
             raise RunCancelled(f"run {run_id} was cancelled before it started", run_id=run_id)
@@ -182,7 +183,9 @@ async def _execute_claimed(
             if payload.tenant is not None:  # before any model call
                 await check_budget(runtime.redis, runtime.keys, runtime.manifest, payload.tenant)
             messages = runtime.history.parse(history)  # a bad entry fails the run, reported
-            user, message = await _run(runtime, payload, channel, previous, started, messages)
+            user, message = await _run(
+                runtime, payload, channel, previous, started, messages, progress
+            )
             if payload.tenant:
                 await spend(
                     runtime.redis,
@@ -233,9 +236,15 @@ async def _execute_claimed(
         await keep(
             runtime.redis, runtime.keys, run_id, RUN_AGENT, payload.model_dump(mode="json"), error
         )
+    used = progress.usage  # the model calls made before the failure: paid for all the same
+    cost = cost_of(runtime.manifest, agent.model, used) if used.total_tokens else None
+    if payload.tenant and used.total_tokens:
+        await spend(runtime.redis, runtime.keys, payload.tenant, used.total_tokens)
     async with runtime.redis.pipeline(transaction=False) as pipe:
         state = (run_id, final_state(error), runtime.settings.result_ttl)
-        record_run(pipe, runtime.keys, agent.name, None, None, ok=False, state=state)
+        if used.total_tokens:
+            add_usage(pipe, runtime.keys, channel.lineage, used, cost, ttl=state[2])
+        record_run(pipe, runtime.keys, agent.name, used, cost, ok=False, state=state)
         pipe.delete(runtime.keys.run_lock(run_id))
         await channel.failed(error, after=pipe, then=_then(ending, None, error))
     _log_end(payload, started, f"failed error={type(error).__name__}", None)
@@ -249,8 +258,10 @@ async def _run(
     previous: MemberRecord | None,
     started: float,
     history: list[ChatMessage],
+    progress: LoopResult,
 ) -> tuple[ChatMessage, ChatMessage]:
-    """The run's prompt (as the user's message) and its answer."""
+    """The run's prompt (as the user's message) and its answer; ``progress`` holds what the
+    model calls used, whatever happens."""
     agent = payload.agent
     tools = _registered_tools(runtime, payload)
     model = runtime.limited(await runtime.models.get(agent.model))
@@ -272,6 +283,7 @@ async def _run(
         output=agent.output_type,
         output_mode=runtime.manifest.provider(parse_model_ref(agent.model)[0]).structured_output,
         max_turns=runtime.settings.max_tool_turns,
+        result=progress,
     )
     message = ChatMessage(
         content=result.output if agent.output_type is not None else result.text,
