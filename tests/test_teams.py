@@ -307,3 +307,15 @@ async def test_a_named_teamrun_inside_a_teamrun_hands_on_as_itself() -> None:
     with pytest.raises(StageError) as raised:
         await (Agent("a", "test:echo") | failing).run("go")
     assert raised.value.details["stage"] == "x"
+
+
+async def test_a_teamruns_stages_share_its_timeout(scripted_model: ScriptedModelServer) -> None:
+    # Each stage took 1.2 s of a 2 s TeamRun: the second runs out of the TeamRun's time, the
+    # third never starts. Before, every stage had the whole 2 s: the chain went on past its
+    # caller's wait, calling models for nobody.
+    scripted_model.script(*[Reply("slow", latency=1.2)] * 3, model="stage")
+    stages = [Agent(f"s{i}", "scripted:stage") for i in range(1, 4)]
+    with pytest.raises(StageError, match="s2") as raised:
+        await TeamRun(stages).run("go", timeout=2, store_history=False)
+    assert "timed out" in str(raised.value)
+    assert len([r for r in scripted_model.requests if r.model == "stage"]) == 2

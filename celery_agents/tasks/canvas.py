@@ -6,6 +6,7 @@ A TeamRun whose last stage is an agent has no ``finish_chain`` task: that stage 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -38,6 +39,7 @@ class _Builder:
     def __init__(self, app: Celery, tree: TreePayload) -> None:
         self.app = app
         self.tree = tree
+        self.deadline = time.time() + tree.timeout  # the tree starts now: its time with it
 
     def node(
         self,
@@ -111,6 +113,7 @@ class _Builder:
             forwarded_from=list(place.forwarded),
             tenant=self.tree.tenant,
             finish=finish,
+            deadline=self.deadline,
         )
         parent = place.lineage[-1].run_id if place.lineage else None
         return self.task(

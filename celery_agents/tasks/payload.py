@@ -31,6 +31,16 @@ class RunPayload(RunMessage):
     finish: GroupPayload | None = None
     route: Route = Field(default_factory=Route)
     tenant: str | None = Field(None, min_length=1, max_length=128)
+    # A Team/TeamRun member: when (seconds since the epoch) its tree's timeout runs out. A
+    # TeamRun's stages share its timeout; each would otherwise get all of it.
+    deadline: float | None = None
+
+    def time_left(self, now: float) -> float:
+        """The seconds this run may take from ``now``: its timeout, or less near its tree's
+        deadline (0 once past it)."""
+        if self.deadline is None:
+            return self.timeout
+        return max(min(self.timeout, self.deadline - now), 0.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> RunPayload:

@@ -179,7 +179,7 @@ async def _execute_claimed(
     try:
         if claim.cancelled or runtime.was_cancelled(run_id, runtime.inflight_ancestors(run_id)):
             raise RunCancelled(f"run {run_id} was cancelled before it started", run_id=run_id)
-        async with asyncio.timeout(payload.timeout):
+        async with asyncio.timeout(payload.time_left(time.time())):
             if payload.tenant is not None:  # before any model call
                 await check_budget(runtime.redis, runtime.keys, runtime.manifest, payload.tenant)
             messages = runtime.history.parse(history)  # a bad entry fails the run, reported
