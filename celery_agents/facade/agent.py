@@ -377,7 +377,11 @@ async def _run(payload: RunPayload, idempotency_key: str | None = None) -> ChatM
     watch = await start_run(payload)
     del payload  # not held while waiting
     if idempotency_key:
-        await client.confirm(idempotency_key)
+        try:
+            await client.confirm(idempotency_key)
+        except BaseException:
+            await watch.close()
+            raise
     return await wait_message(watch, wait)
 
 

@@ -53,8 +53,11 @@ class RunHandle:
     ) -> AsyncIterator[Event]:
         """The run's events from ``from_seq`` on, replayed then live, up to the terminal one."""
         watch = await on_io(get_client().watch(self.run_id, from_seq))
-        async for event in iterate_on_io(follow(watch, self._wait_for(timeout))):
-            yield event
+        try:
+            async for event in iterate_on_io(follow(watch, self._wait_for(timeout))):
+                yield event
+        finally:  # also when left before the first event (follow() then never started)
+            await on_io(watch.close())
 
     async def cancel(self) -> None:
         """Cancel the run: it will not start, or stops at its next await if it runs."""

@@ -274,10 +274,13 @@ class _Group(BackgroundMixin):
 
     async def _follow(self, tree: TreePayload) -> AsyncIterator[Event]:
         watch = await on_io(self._start(tree))
-        async for event in iterate_on_io(follow(watch, tree.timeout + WAIT_GRACE)):
-            if isinstance(event, RunFailed) and event.member is None:
-                raise event.exception()
-            yield event
+        try:
+            async for event in iterate_on_io(follow(watch, tree.timeout + WAIT_GRACE)):
+                if isinstance(event, RunFailed) and event.member is None:
+                    raise event.exception()
+                yield event
+        finally:  # also when left before the first event (follow() then never started)
+            await on_io(watch.close())
 
 
 class Team(_Group):
