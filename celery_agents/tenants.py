@@ -30,13 +30,46 @@ async def check_budget(
         return
     used = int(await client.get(keys.tenant_tokens(tenant, today())) or 0)
     if used >= spec.daily_token_budget:
-        raise BudgetExceeded(
-            f"tenant {tenant!r} has used {used} of its {spec.daily_token_budget} tokens today "
-            "(UTC); no model was called",
-            tenant=tenant,
-            used=used,
-            budget=spec.daily_token_budget,
-        )
+        raise _exceeded(tenant, used, spec.daily_token_budget)
+
+
+# KEYS: the tenant's tokens today. ARGV: budget, tokens to reserve, ttl. {1, used} if the
+# budget had room and the tokens are reserved, else {0, used}.
+_RESERVE = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used >= tonumber(ARGV[1]) then return {0, used} end
+redis.call('INCRBY', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {1, used}
+"""
+
+
+async def reserve(
+    client: aioredis.Redis, keys: Keys, manifest: AgentsManifest, tenant: str, tokens: int
+) -> int:
+    """Reserve ``tokens`` of the tenant's budget for a run about to call its model, in one
+    step with the check (runs starting together cannot all pass a check made before any of
+    them spent); returns what was reserved (0: no budget), to settle with ``spend``."""
+    await check_budget(client, keys, manifest, tenant)  # names an unknown tenant
+    budget = manifest.tenants[tenant].daily_token_budget
+    if budget is None:
+        return 0
+    ok, used = await client.eval(
+        _RESERVE, 1, keys.tenant_tokens(tenant, today()), budget, tokens, DAY_TTL
+    )
+    if not ok:
+        raise _exceeded(tenant, int(used), budget)
+    return tokens
+
+
+def _exceeded(tenant: str, used: int, budget: int) -> BudgetExceeded:
+    return BudgetExceeded(
+        f"tenant {tenant!r} has used {used} of its {budget} tokens today (UTC); "
+        "no model was called",
+        tenant=tenant,
+        used=used,
+        budget=budget,
+    )
 
 
 async def spend(client: aioredis.Redis, keys: Keys, tenant: str, tokens: int) -> None:

@@ -51,8 +51,9 @@ def celery_agents_manifest(_scripted_model_server: ScriptedModelServer) -> dict[
             "acme": {"daily_token_budget": 100},
             "small": {"max_concurrent_runs": 2},
             "other": {},
-            "teamco": {"daily_token_budget": 100},
+            "teamco": {"daily_token_budget": 600},
             "failing": {"daily_token_budget": 100},
+            "racing": {"daily_token_budget": 100},
         },
         "teams": {
             "reviewers": {

@@ -51,9 +51,8 @@ async def test_a_budget_is_enforced_before_the_model_call(
 
 
 async def test_an_unknown_tenant_is_a_user_error() -> None:
-    with pytest.raises(
-        UserError, match="unknown tenant 'nobody' \\(known: acme, failing, other, small, teamco\\)"
-    ):
+    known = "acme, failing, other, racing, small, teamco"
+    with pytest.raises(UserError, match=f"unknown tenant 'nobody' \\(known: {known}\\)"):
         await Agent("a", "test:echo").run("x", tenant="nobody")
 
 
@@ -108,11 +107,13 @@ async def test_a_capped_tenant_never_holds_the_threads_other_tenants_need(
 async def test_a_teams_members_spend_their_tenants_budget(
     scripted_model: ScriptedModelServer,
 ) -> None:
-    scripted_model.script(Reply("a", usage=(40, 40)), model="t1")
-    scripted_model.script(Reply("b", usage=(40, 40)), model="t2")
+    # Both members start together: each holds part of the budget (about 260 tokens) until it
+    # settles what it used (300).
+    scripted_model.script(Reply("a", usage=(150, 150)), model="t1")
+    scripted_model.script(Reply("b", usage=(150, 150)), model="t2")
     team = Agent("t1", "scripted:t1") & Agent("t2", "scripted:t2")
     assert (await team.run("x", tenant="teamco")).content == ["a", "b"]
-    with pytest.raises(BudgetExceeded, match="tenant 'teamco' has used 160 of its 100 tokens"):
+    with pytest.raises(BudgetExceeded, match="tenant 'teamco' has used 600 of its 600 tokens"):
         await team.run("x", tenant="teamco")
     assert scripted_model.request_count == 2
 
@@ -147,3 +148,19 @@ async def test_tokens_a_failed_run_used_count_against_its_tenants_budget(
         await judge.run("judge", tenant="failing", store_history=False)
     with pytest.raises(BudgetExceeded, match="tenant 'failing' has used 2000 of its 100 tokens"):
         await Agent("next", "scripted:m").run("x", tenant="failing", store_history=False)
+
+
+async def test_runs_starting_together_cannot_all_spend_one_budget(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    # Each run holds part of the budget from its start (checked and held in one step) until
+    # it settles what it used. Before, all four passed a check made before any had spent:
+    # 480 tokens of a budget of 100.
+    scripted_model.script(*[Reply("spent", usage=(80, 40), latency=0.5)] * 4, model="race")
+    agent = Agent("racer", "scripted:race")
+    outcomes = await asyncio.gather(
+        *(agent.run(f"r{i}", tenant="racing", store_history=False) for i in range(4)),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(o, BudgetExceeded) for o in outcomes) == 3, outcomes
+    assert len([r for r in scripted_model.requests if r.model == "race"]) == 1

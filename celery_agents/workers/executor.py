@@ -27,7 +27,7 @@ from ..streaming.publisher import Then
 from ..tasks.names import RUN_AGENT
 from ..tasks.payload import RunPayload
 from ..tasks.records import MemberRecord
-from ..tenants import check_budget, spend
+from ..tenants import reserve, spend
 from ..tools import Tool
 from .accounting import record_run
 from .channel import RunChannel, add_usage
@@ -176,23 +176,22 @@ async def _execute_claimed(
         claim.attempt,
     )
     progress = LoopResult(text="")
+    reserved = 0  # tokens of the tenant's budget held for this run, settled at its end
     try:
         if claim.cancelled or runtime.was_cancelled(run_id, runtime.inflight_ancestors(run_id)):
             raise RunCancelled(f"run {run_id} was cancelled before it started", run_id=run_id)
         async with asyncio.timeout(payload.time_left(time.time())):
             if payload.tenant is not None:  # before any model call
-                await check_budget(runtime.redis, runtime.keys, runtime.manifest, payload.tenant)
+                reserved = await reserve(
+                    runtime.redis, runtime.keys, runtime.manifest, payload.tenant, _hold(payload)
+                )
             messages = runtime.history.parse(history)  # a bad entry fails the run, reported
             user, message = await _run(
                 runtime, payload, channel, previous, started, messages, progress
             )
             if payload.tenant:
-                await spend(
-                    runtime.redis,
-                    runtime.keys,
-                    payload.tenant,
-                    (message.usage or Usage()).total_tokens,
-                )
+                spent = (message.usage or Usage()).total_tokens
+                await spend(runtime.redis, runtime.keys, payload.tenant, spent - reserved)
     except asyncio.CancelledError:
         if run_id not in runtime.cancelled or task is None:
             raise  # the worker is shutting down: not ours to report
@@ -238,8 +237,8 @@ async def _execute_claimed(
         )
     used = progress.usage  # the model calls made before the failure: paid for all the same
     cost = cost_of(runtime.manifest, agent.model, used) if used.total_tokens else None
-    if payload.tenant and used.total_tokens:
-        await spend(runtime.redis, runtime.keys, payload.tenant, used.total_tokens)
+    if payload.tenant and used.total_tokens != reserved:
+        await spend(runtime.redis, runtime.keys, payload.tenant, used.total_tokens - reserved)
     async with runtime.redis.pipeline(transaction=False) as pipe:
         state = (run_id, final_state(error), runtime.settings.result_ttl)
         if used.total_tokens:
@@ -336,6 +335,12 @@ def _chat_messages(system_prompt: str, history: list[ChatMessage]) -> list[dict[
         messages.append({"role": "system", "content": system_prompt})
     messages.extend({"role": m.role, "content": m.text} for m in history)
     return messages
+
+
+def _hold(payload: RunPayload) -> int:
+    """Tokens of its tenant's budget a run holds while it runs: about what its prompt and
+    one answer take (four characters a token)."""
+    return len(payload.prompt) // 4 + (payload.agent.model_settings.max_tokens or 256)
 
 
 def _log_end(payload: RunPayload, started: float, status: str, usage: Usage | None) -> None:
