@@ -6,6 +6,8 @@ import sys
 from typing import Any
 
 import click
+import redis
+from pydantic import ValidationError
 
 from .errors import CeleryAgentsError
 
@@ -19,6 +21,24 @@ class _Group(click.Group):
         except CeleryAgentsError as exc:
             click.echo(f"error: {exc.message}", err=True)
             sys.exit(1)
+        except ValidationError as exc:
+            if exc.title != "Settings":
+                raise
+            click.echo(f"error: {_bad_settings(exc)}", err=True)
+            sys.exit(1)
+        except redis.ConnectionError as exc:
+            click.echo(f"error: cannot reach Redis: {exc}", err=True)
+            sys.exit(1)
+
+
+def _bad_settings(exc: ValidationError) -> str:
+    """Settings come from CELERY_AGENTS_* variables: name the variable, not the field."""
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = f"CELERY_AGENTS_{field.upper()}" if field else "the settings"
+        problems.append(f"{name}: {error['msg']}")
+    return "; ".join(problems)
 
 
 @click.group(cls=_Group)

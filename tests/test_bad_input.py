@@ -205,6 +205,7 @@ def test_a_missing_manifest_file_is_named() -> None:
         ("{s: {agent: a, prompt: x}}", "schedules.s: give exactly one of 'every' or 'cron'"),
         ("{s: {agent: a, prompt: x, cron: '0 25 * * *'}}", "schedules.s: cron '0 25 \\* \\* \\*'"),
         ("{s: {agent: a, prompt: x, cron: '0 2 * * *', timezone: Mars/Base}}", "Mars/Base"),
+        ("{s: {agent: a, prompt: '', every: 1}}", "schedules.s.prompt: String should have at"),
     ],
 )
 def test_bad_schedules_name_the_field(schedules: str, message: str) -> None:

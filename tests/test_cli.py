@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 
@@ -118,3 +120,17 @@ def test_status_shows_workers_beat_queue_and_last_hour(shared_stack: Stack) -> N
     assert "beat: alive" in out
     assert f"queue {shared_stack.prefix}: 0 waiting" in out
     assert "writer" in out.split("last hour")[1]
+
+
+def test_a_bad_setting_or_an_unreachable_redis_is_one_line_naming_it() -> None:
+    env = {**os.environ, "CELERY_AGENTS_WORKER_CONCURRENCY": "abc"}
+    result = cli("status", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: CELERY_AGENTS_WORKER_CONCURRENCY: Input")
+    with socket.socket() as sock:  # bound, never listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        url = f"redis://:not-to-be-shown@127.0.0.1:{sock.getsockname()[1]}/0"
+        result = cli("status", env={**os.environ, "CELERY_AGENTS_REDIS_URL": url})
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: cannot reach Redis:")
+    assert "not-to-be-shown" not in result.stderr and "\n" not in result.stderr.strip()

@@ -136,7 +136,7 @@ class TeamSpec(_Strict):
 class ScheduleSpec(_Strict):
     agent: str | None = None
     team: str | None = None
-    prompt: str
+    prompt: str = Field(min_length=1)  # a run needs something to answer
     every: float | None = Field(None, gt=0)
     cron: str | None = None
     timezone: str = "UTC"

@@ -59,7 +59,10 @@ for i = 3, #ARGV do
   local lock, record = KEYS[2 * (i - 2) - 1], KEYS[2 * (i - 2)]
   if redis.call('GET', lock) == ARGV[i] then
     redis.call('PEXPIRE', lock, ARGV[1])
-    redis.call('HSET', record, 'heartbeat_at', ARGV[2])
+    -- a record that expired under a run longer than its TTL is not made again without one
+    if redis.call('EXISTS', record) == 1 then
+      redis.call('HSET', record, 'heartbeat_at', ARGV[2])
+    end
     held[#held + 1] = 1
   else
     held[#held + 1] = 0
