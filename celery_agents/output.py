@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import ConfigError, OutputValidationError, UserError
 from .validation import field_errors
 
-_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+# A fenced block, ```json or ``` (any case), anywhere in the answer: models often say a word
+# before or after it.
+_FENCE = re.compile(r"```(?:json)?[ \t]*\n?(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
 class OutputSpec(BaseModel):
@@ -69,7 +71,7 @@ class OutputSpec(BaseModel):
         Returns the validated data as JSON-able values.
         """
         try:
-            data = json.loads(_unfence(text))
+            data = _json_in(text)
         except json.JSONDecodeError as exc:
             raise self._invalid(f"the answer is not JSON: {exc}", text) from None
         model = self._importable()
@@ -128,6 +130,12 @@ def import_path_of(model: type[BaseModel]) -> str | None:
     return f"{model.__module__}:{model.__qualname__}"
 
 
-def _unfence(text: str) -> str:
-    match = _FENCE.match(text)
-    return match.group(1) if match else text
+def _json_in(text: str) -> Any:
+    """The answer as JSON: all of it, else its first fenced block."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        match = _FENCE.search(text)
+        if match is None:
+            raise
+        return json.loads(match.group(1))

@@ -272,3 +272,21 @@ def test_a_job_prompt_that_cannot_be_filled_is_a_user_error_naming_why(
 ) -> None:
     with pytest.raises(UserError, match=message):
         Job(name="j", prompt=prompt).render({})
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        GOOD,
+        f"```JSON\n{GOOD}\n```",  # any case
+        f"Here is the triage:\n```json\n{GOOD}\n```\nAnything else?",  # a word around it
+        f"```\n{GOOD}```",
+    ],
+)
+def test_the_answers_json_is_found_as_models_write_it(answer: str) -> None:
+    assert OutputSpec.of(Finding).validate_text(answer) == json.loads(GOOD)
+
+
+def test_an_answer_with_no_json_is_named_as_such() -> None:
+    with pytest.raises(OutputValidationError, match="the answer is not JSON"):
+        OutputSpec.of(Finding).validate_text("I would say it is high, mostly.")
