@@ -319,6 +319,8 @@ async def _gave_up(
         payload = None
     if payload is None or not payload.lineage:
         await _channel(runtime, task_id, "?").failed(error)
+        if payload is not None and payload.background:  # counted now, not by the watchdog
+            await finish_background_run(runtime, payload.background, task_id, None, error)
         return None
     await run_channel(runtime, payload).failed(error)
     mine = _outcome(payload, None, error)
