@@ -56,7 +56,10 @@ def register_tasks(app: Celery) -> None:
             return runtime.loop.run(_run_agent(runtime, payload, previous, self.request.id))
         except AlreadyRan as done:  # a redelivery of a run that ended: drop it (acked)
             log.info("%s", done)
-            raise Ignore() from None
+            again = runtime.loop.run(_ended_member(runtime, payload, self.request.id))
+            if again is None:
+                raise Ignore() from None
+            return again  # a member hands its record on again: its worker may have died first
         except RunningElsewhere as held:  # come back once the other execution's lease lapsed
             log.info("%s", held)
             raise self.retry(countdown=held.retry_in + LEASE_SLACK) from None
@@ -234,12 +237,44 @@ async def _count_ended(runtime: WorkerRuntime, entry_id: str, run_id: str) -> No
     """Count a background run that ended, from its terminal event, for a delivery of it that
     came back (its worker may have died between its end and the count; counting twice is a
     no-op). Without that event the beat's watchdog counts it."""
+    end = await _end_of(runtime, run_id)
+    if end is not None:
+        await finish_background_run(runtime, entry_id, run_id, *end)
+
+
+async def _ended_member(runtime: WorkerRuntime, raw: Any, task_id: str) -> dict[str, Any] | None:
+    """What a Team/TeamRun member that already ended hands on, for a delivery of it that came
+    back: its worker may have died after the member's end, before Celery counted it in its
+    chord or sent its chain on (or, for a TeamRun's last stage, before it ended the TeamRun).
+    Doing that again is harmless: Celery's Redis backend counts a chord member once, and a
+    chain's next step is a run id that runs once. None for a single run, or with no end event
+    to rebuild the member's record from."""
+    try:
+        payload = RunPayload.parse(raw)
+    except Exception:
+        return None
+    if not payload.lineage or payload.run_id != task_id:
+        return None
+    end = await _end_of(runtime, payload.run_id)
+    if end is None:
+        return None
+    mine = _outcome(payload, *end)
+    if payload.finish is None:
+        return mine.dump()
+    return await _finished(runtime, payload.finish, mine)
+
+
+async def _end_of(
+    runtime: WorkerRuntime, run_id: str
+) -> tuple[ChatMessage | None, CeleryAgentsError | None] | None:
+    """A run's end, read back from its terminal event: (message, None) or (None, error)."""
     events = await read_replay(runtime.redis, runtime.keys, run_id)
     last = events[-1] if events else None
     if isinstance(last, RunDone):
-        await finish_background_run(runtime, entry_id, run_id, last.message, None)
-    elif isinstance(last, RunFailed):
-        await finish_background_run(runtime, entry_id, run_id, None, last.exception())
+        return last.message, None
+    if isinstance(last, RunFailed):
+        return None, last.exception()
+    return None
 
 
 def _outcome(

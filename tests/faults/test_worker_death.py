@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from celery_agents import Agent
+from celery_agents import Agent, Team
 from celery_agents.embedded.worker import WorkerProcess
 from celery_agents.events import Event, RunDone, RunStarted
 from celery_agents.facade.handle import RunHandle
@@ -125,3 +126,37 @@ async def test_long_run_is_not_redelivered_while_its_worker_lives(
     # The worker kept beating for the run while it went (every ~0.7 s, 12 s long).
     assert record.heartbeat_at is not None
     assert record.heartbeat_at - record.times["running"] > 5
+
+
+async def test_a_team_whose_member_worker_died_before_its_chord_count_still_ends(
+    private_worker: Callable[..., WorkerProcess], fault_report: Any
+) -> None:
+    # The member's run ended (recorded, published); its worker died before Celery counted it
+    # in the chord. Its redelivery found the run ended and was dropped: the Team never ended.
+    inject = str(Path(__file__).parent / "inject")
+    doomed = private_worker(
+        concurrency=4,
+        extra_env={
+            **FAST_REDELIVERY,
+            "CELERY_AGENTS_TEST_DIE_AT_CHORD_PART": "1",
+            "PYTHONPATH": inject,
+        },
+    )
+    team = Team([Agent("a", "test:echo"), Agent("b", "test:echo")], name="pair")
+    handle = await team.submit("both", timeout=30, store_history=False)
+    died = await asyncio.to_thread(doomed.process.wait, 60)
+    private_worker(concurrency=4, extra_env=FAST_REDELIVERY)
+    content: Any = None
+    try:
+        content = (await handle.result(timeout=60)).content
+    finally:
+        fault_report.record(
+            "worker kill -9 between a member's end and its chord count",
+            injected=1,
+            started=1,
+            completed=int(content == ["both", "both"]),
+            lost=int(content != ["both", "both"]),
+            duplicated=0,
+        )
+    assert died == 9
+    assert content == ["both", "both"]
