@@ -14,7 +14,7 @@ import redis
 
 from celery_agents import Agent, BackgroundRun, RunCancelled, RunError, Team, TeamRun, UserError
 from celery_agents.keys import Keys
-from celery_agents.scheduler.entries import FAILURE_LIMIT, Entry, EntryTemplate
+from celery_agents.scheduler.entries import FAILURE_LIMIT, Entry
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.usefixtures("agents")
@@ -199,39 +199,6 @@ async def test_cost_sums_over_background_runs(shared_stack: Stack) -> None:
     costs = [m.cost for m in stats.messages]
     assert len(costs) == 2 and all(c is not None and c > 0 for c in costs)
     assert stats.cost == pytest.approx(sum(c for c in costs if c is not None))
-
-
-def _agent(name: str) -> dict[str, object]:
-    return {"kind": "agent", "name": name}
-
-
-@pytest.mark.parametrize(
-    ("node", "runs"),
-    [
-        (None, 1),  # an agent's run
-        ({"kind": "chain", "members": [_agent("a"), _agent("b"), _agent("c")]}, 3),
-        ({"kind": "team", "members": [_agent("a"), _agent("b")]}, 1),
-        (
-            {
-                "kind": "chain",
-                "members": [
-                    {"kind": "team", "members": [_agent("a"), _agent("b")]},
-                    {"kind": "chain", "members": [_agent("c"), _agent("d")]},
-                ],
-            },
-            3,
-        ),
-    ],
-)
-def test_a_run_is_counted_lost_only_past_the_longest_its_stages_may_take(
-    node: dict[str, object] | None, runs: int
-) -> None:
-    # Each stage of a TeamRun may take the whole timeout: the beat's watchdog called a
-    # healthy TeamRun lost once one timeout (plus grace) had passed.
-    payload = {"node": node} if node is not None else {"agent": {}}
-    template = EntryTemplate(name="e", task="t", payload=payload, interval=1, timeout=10)
-    entry = Entry.from_hash("e1", template.fields())
-    assert entry.longest_wait() == 10 * runs
 
 
 async def test_an_entry_that_cannot_fire_does_not_stop_the_beat(stack: StackFactory) -> None:

@@ -164,3 +164,18 @@ async def test_runs_starting_together_cannot_all_spend_one_budget(
     )
     assert sum(isinstance(o, BudgetExceeded) for o in outcomes) == 3, outcomes
     assert len([r for r in scripted_model.requests if r.model == "race"]) == 1
+
+
+async def test_a_tenants_slot_lasts_while_its_run_goes_on_past_a_slot_lease(
+    scripted_model: ScriptedModelServer, private_worker: Callable[..., WorkerProcess]
+) -> None:
+    # A 4 s visibility timeout makes a run's lease, and a slot's, about 2 s: each run below
+    # takes 3 s. Its worker renews the slot with the run's lease; before, a slot lasted a
+    # fixed time, and a run longer than that let others past the cap of 2.
+    private_worker(concurrency=8, extra_env={"CELERY_AGENTS_VISIBILITY_TIMEOUT": "4"})
+    scripted_model.script(*[Reply("long", latency=3)] * 4, model="long")
+    agent = Agent("l", "scripted:long")
+    runs = [agent.run(f"r{i}", tenant="small", store_history=False) for i in range(4)]
+    assert [m.content for m in await asyncio.gather(*runs)] == ["long"] * 4
+    arrived = sorted(r.received_at for r in scripted_model.requests if r.model == "long")
+    assert arrived[2] - arrived[0] >= 2.5  # the third waited for a slot to be released

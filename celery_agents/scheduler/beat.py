@@ -92,7 +92,9 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
             return LOCK_TTL / 3
         self.redis.set(self.keys.beat_alive(), self.token, px=int(LOCK_TTL * 1000))
         for raw_id in self.redis.zrangebyscore(self.keys.schedule(), "-inf", now, start=0, num=200):
-            self._guarded(self._fire, _text(raw_id), now)
+            entry_id = _text(raw_id)
+            if not self._guarded(self._fire, entry_id, now):  # put off, not retried at once
+                self.redis.zadd(self.keys.schedule(), {entry_id: now + BAD_ENTRY_DELAY})
         if now >= self.next_watchdog:
             self.next_watchdog = now + WATCHDOG_EVERY
             self._count_lost_runs(now)
@@ -132,9 +134,9 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
         log.info("fired entry=%s name=%s run=%s run_id=%s", entry_id, entry.name, number, run_id)
 
     def _count_lost_runs(self, now: float) -> None:
-        """A run in flight far past the longest it may take lost its worker: count it
-        failed and tell the entry's followers; a redelivery of it is refused (cancelled),
-        so it cannot run beside the runs that come after it."""
+        """A run in flight far past its timeout (a Team's or TeamRun's members share it) lost
+        its worker: count it failed and tell the entry's followers; a redelivery of it is
+        refused (cancelled), so it cannot run beside the runs that come after it."""
         for raw_id in self.redis.smembers(self.keys.background_index()):
             self._guarded(self._check_lost, _text(raw_id), now)
 
@@ -142,20 +144,21 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
         entry = Entry.from_hash(entry_id, self.redis.hgetall(self.keys.background(entry_id)))
         if not entry.inflight or entry.inflight_since is None:
             return
-        if now - entry.inflight_since < entry.longest_wait() + LOST_GRACE:
+        if now - entry.inflight_since < entry.timeout + LOST_GRACE:
             return
         self._count_lost(entry, entry.inflight, now)
 
-    def _guarded(self, fire: Callable[[str, float], None], entry_id: str, now: float) -> None:
-        """``fire(entry_id, now)``; an entry that cannot fire (a corrupt hash, say) is put
-        off, named in the log, and the beat goes on with the others."""
+    def _guarded(self, step: Callable[[str, float], None], entry_id: str, now: float) -> bool:
+        """``step(entry_id, now)``; False (named in the log) for an entry it fails on, a
+        corrupt hash say, so the beat goes on with the others."""
         try:
-            fire(entry_id, now)
+            step(entry_id, now)
         except redis.RedisError:
             raise
         except Exception:
-            log.exception("entry %s cannot fire; put off for %gs", entry_id, BAD_ENTRY_DELAY)
-            self.redis.zadd(self.keys.schedule(), {entry_id: now + BAD_ENTRY_DELAY})
+            log.exception("entry %s: %s failed", entry_id, step.__name__.strip("_"))
+            return False
+        return True
 
     def _count_lost(self, entry: Entry, run_id: str, now: float) -> None:
         error = RunError(f"run {run_id} of {entry.name!r} was lost with its worker")

@@ -106,12 +106,6 @@ class Entry:
         """When the run after one that ended at ``now`` is due."""
         return due_after(self.interval, self.cron, self.timezone, now)
 
-    def longest_wait(self) -> float:
-        """The longest a run of this entry may take: each run in it, one after another along
-        its longest line (a TeamRun's stages add up, a Team's members overlap), may take the
-        whole ``timeout``."""
-        return self.timeout * _runs_in_a_row(self.payload.get("node"))
-
     def run_payload(self, run_id: str, number: int) -> dict[str, Any]:
         """The task payload of the entry's ``number``-th run (1-based)."""
         return {
@@ -121,15 +115,6 @@ class Entry:
             "position": [number - 1],
             "background": self.id,
         }
-
-
-def _runs_in_a_row(node: Any) -> int:
-    """How many runs follow one another at most in a tree ``node`` (an agent: one)."""
-    members = node.get("members") if isinstance(node, dict) else None
-    if not isinstance(members, list) or not members:
-        return 1
-    lines = [_runs_in_a_row(member) for member in members]
-    return sum(lines) if node.get("kind") == "chain" else max(lines)
 
 
 def end_event(entry: Entry) -> RunDone | RunFailed:

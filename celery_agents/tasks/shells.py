@@ -205,9 +205,16 @@ async def _run_admitted(
             if not payload.lineage:
                 return message.model_dump(mode="json")
             mine = _outcome(payload, message, None)
+    return await _handed_on(runtime, payload, mine)
+
+
+async def _handed_on(
+    runtime: WorkerRuntime, payload: RunPayload, mine: MemberRecord
+) -> dict[str, Any]:
+    """What a member's task returns: its record, or (the TeamRun's last stage, whose end is
+    this task's too) what ending the TeamRun returns."""
     if payload.finish is None:
         return mine.dump()
-    # The TeamRun's last stage: its end is this task's too.
     return await _finished(runtime, payload.finish, mine)
 
 
@@ -249,19 +256,13 @@ async def _ended_member(runtime: WorkerRuntime, raw: Any, task_id: str) -> dict[
     Doing that again is harmless: Celery's Redis backend counts a chord member once, and a
     chain's next step is a run id that runs once. None for a single run, or with no end event
     to rebuild the member's record from."""
-    try:
-        payload = RunPayload.parse(raw)
-    except Exception:
-        return None
-    if not payload.lineage or payload.run_id != task_id:
+    payload = _readable(raw)
+    if payload is None or not payload.lineage or payload.run_id != task_id:
         return None
     end = await _end_of(runtime, payload.run_id)
     if end is None:
         return None
-    mine = _outcome(payload, *end)
-    if payload.finish is None:
-        return mine.dump()
-    return await _finished(runtime, payload.finish, mine)
+    return await _handed_on(runtime, payload, _outcome(payload, *end))
 
 
 async def _end_of(
@@ -348,20 +349,22 @@ async def _gave_up(
     """Report ``error`` for a run that will not run where its caller looks: a Team/TeamRun
     member's on its channels and as the failed record it hands on (raised, it would break
     its Team's chord, which then never ends); None for a single run (the task raises it)."""
-    try:
-        payload = RunPayload.parse(raw)
-    except Exception:  # unreadable: reported as the run's own, as before
-        payload = None
+    payload = _readable(raw)
     if payload is None or not payload.lineage:
         await _channel(runtime, task_id, "?").failed(error)
         if payload is not None and payload.background:  # counted now, not by the watchdog
             await finish_background_run(runtime, payload.background, task_id, None, error)
         return None
     await run_channel(runtime, payload).failed(error)
-    mine = _outcome(payload, None, error)
-    if payload.finish is None:
-        return mine.dump()
-    return await _finished(runtime, payload.finish, mine)
+    return await _handed_on(runtime, payload, _outcome(payload, None, error))
+
+
+def _readable(raw: Any) -> RunPayload | None:
+    """``raw`` as a run's payload, or None when it is not one (it fails on its own path)."""
+    try:
+        return RunPayload.parse(raw)
+    except Exception:
+        return None
 
 
 def _channel(runtime: WorkerRuntime, run_id: str, name: str) -> RunChannel:

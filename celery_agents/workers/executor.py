@@ -32,6 +32,7 @@ from ..tools import Tool
 from .accounting import record_run
 from .channel import RunChannel, add_usage
 from .leases import AlreadyRan, Claim, RunningElsewhere
+from .limits import estimated
 from .pricing import cost_of
 from .runtime import WorkerRuntime
 
@@ -182,8 +183,9 @@ async def _execute_claimed(
             raise RunCancelled(f"run {run_id} was cancelled before it started", run_id=run_id)
         async with asyncio.timeout(payload.time_left(time.time())):
             if payload.tenant is not None:  # before any model call
+                hold = estimated(len(payload.prompt), agent.model_settings.max_tokens)
                 reserved = await reserve(
-                    runtime.redis, runtime.keys, runtime.manifest, payload.tenant, _hold(payload)
+                    runtime.redis, runtime.keys, runtime.manifest, payload.tenant, hold
                 )
             messages = runtime.history.parse(history)  # a bad entry fails the run, reported
             user, message = await _run(
@@ -246,7 +248,7 @@ async def _execute_claimed(
         record_run(pipe, runtime.keys, agent.name, used, cost, ok=False, state=state)
         pipe.delete(runtime.keys.run_lock(run_id))
         await channel.failed(error, after=pipe, then=_then(ending, None, error))
-    _log_end(payload, started, f"failed error={type(error).__name__}", None)
+    _log_end(payload, started, f"failed error={type(error).__name__}", used)
     raise error
 
 
@@ -335,12 +337,6 @@ def _chat_messages(system_prompt: str, history: list[ChatMessage]) -> list[dict[
         messages.append({"role": "system", "content": system_prompt})
     messages.extend({"role": m.role, "content": m.text} for m in history)
     return messages
-
-
-def _hold(payload: RunPayload) -> int:
-    """Tokens of its tenant's budget a run holds while it runs: about what its prompt and
-    one answer take (four characters a token)."""
-    return len(payload.prompt) // 4 + (payload.agent.model_settings.max_tokens or 256)
 
 
 def _log_end(payload: RunPayload, started: float, status: str, usage: Usage | None) -> None:

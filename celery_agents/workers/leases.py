@@ -10,7 +10,6 @@ timeout after its last heartbeat.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -197,16 +196,6 @@ class RunLeases:
     def release(self, run_id: str) -> None:
         """The run ended: stop renewing (the lease lapses; the record says it ended)."""
         self._held.pop(run_id, None)
-
-    async def renew_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.every)
-            try:
-                await self.renew()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis away: the next tick tries again
-                log.warning("could not renew run leases: %s", exc)
 
     async def renew(self) -> None:
         held = dict(self._held)

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
 import redis.asyncio as aioredis
@@ -25,8 +24,6 @@ import redis.asyncio as aioredis
 from ..config.manifest import ProviderLimits
 from ..keys import Keys
 from ..llm.base import Model, ModelRequest, ModelResponse
-
-log = logging.getLogger(__name__)
 
 # A reservation lands this share of the window (at least 50 ms) past the window's edge: a
 # request booked for the very edge may reach the provider later than one booked a window after
@@ -280,19 +277,11 @@ class LimitedModel:
 
 
 def estimate_tokens(request: ModelRequest) -> int:
-    """A cheap upper-ish estimate: about four characters a token, plus the answer's allowance."""
+    """A cheap upper-ish estimate of what ``request`` will use."""
     chars = sum(len(str(m.get("content") or "")) for m in request.messages)
-    return chars // 4 + (request.settings.max_tokens or 256)
+    return estimated(chars, request.settings.max_tokens)
 
 
-async def renew_forever(pools: Callable[[], Iterable[LeasePool]], every: float) -> None:
-    """Renew the leases held in ``pools()`` every ``every`` seconds, until cancelled."""
-    while True:
-        await asyncio.sleep(every)
-        for pool in pools():
-            try:
-                await pool.renew()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis away: the next round tries again
-                log.warning("could not renew the leases of %s: %s", pool.key, exc)
+def estimated(chars: int, max_tokens: int | None) -> int:
+    """Tokens for ``chars`` characters of prompt (about four a token) and one answer."""
+    return chars // 4 + (max_tokens or 256)

@@ -30,7 +30,7 @@ from ..redis_pool import async_redis
 from ..streaming.publisher import EventPublisher
 from ..tools import REGISTRY, ToolRegistry
 from .leases import RunLeases
-from .limits import LeasePool, LimitedModel, ProviderLimiter, renew_forever
+from .limits import LeasePool, LimitedModel, ProviderLimiter
 from .loop import EventLoopThread
 
 log = logging.getLogger(__name__)
@@ -53,21 +53,6 @@ class WorkerRuntime:
             self.redis, self.keys, log_cap=settings.replay_max_events, ttl=settings.result_ttl
         )
         self.history = ConversationStore(self.redis, self.keys, ttl=settings.history_ttl)
-        # Every real provider gets a limiter: one without limits still honours the fleet's
-        # shared backoff after a 429.
-        self.limiters = {
-            name: ProviderLimiter(
-                self.redis,
-                self.keys,
-                name,
-                manifest.provider(name).limits or ProviderLimits(),
-                lease_seconds=self._slot_lease(settings),
-            )
-            for name in sorted(manifest.provider_names - {"test"})
-        }
-        self.models = ModelFactory(
-            settings, manifest, on_throttle=self._throttled, before_retry=self._before_retry
-        )
         self._tenant_pools: dict[str, LeasePool] = {}
         self.hostname = f"{os.getpid()}@{socket.gethostname()}"
         self._heartbeat: concurrent.futures.Future[None] | None = None
@@ -85,24 +70,39 @@ class WorkerRuntime:
             record_ttl=settings.result_ttl,
             broker=self._broker,
         )
+        # Every real provider gets a limiter: one without limits still honours the fleet's
+        # shared backoff after a 429. Its concurrency slots last a run's lease and are
+        # renewed with it, so a dead worker's slots lapse as soon as its runs' leases.
+        self.limiters = {
+            name: ProviderLimiter(
+                self.redis,
+                self.keys,
+                name,
+                manifest.provider(name).limits or ProviderLimits(),
+                lease_seconds=self.leases.lease,
+            )
+            for name in sorted(manifest.provider_names - {"test"})
+        }
+        self.models = ModelFactory(
+            settings, manifest, on_throttle=self._throttled, before_retry=self._before_retry
+        )
         self._control = asyncio.run_coroutine_threadsafe(self._listen_control(), self.loop.loop)
-        self._renewing = asyncio.run_coroutine_threadsafe(
-            self.leases.renew_forever(), self.loop.loop
-        )
-        self._renewing_slots = asyncio.run_coroutine_threadsafe(
-            renew_forever(self._slot_pools, self.leases.every), self.loop.loop
-        )
+        self._renewing = asyncio.run_coroutine_threadsafe(self._renew_forever(), self.loop.loop)
 
-    @staticmethod
-    def _slot_lease(settings: Settings) -> float:
-        """How long a tenant's or provider's concurrency slot lasts unless renewed: as a
-        run's lease (renewed as often), so a dead worker's slots lapse as soon."""
-        return 3 * lease_interval(settings.visibility_timeout)
-
-    def _slot_pools(self) -> list[LeasePool]:
-        pools = list(self._tenant_pools.values())
-        pools += [p for limiter in self.limiters.values() if (p := limiter.lease_pool)]
-        return pools
+    async def _renew_forever(self) -> None:
+        """Every lease interval: the leases of the runs held here, and the tenant's and
+        provider's concurrency slots held for them."""
+        while True:
+            await asyncio.sleep(self.leases.every)
+            slots = [lim.lease_pool for lim in self.limiters.values()]
+            pools = [*self._tenant_pools.values(), *(pool for pool in slots if pool)]
+            for renew in (self.leases.renew, *(pool.renew for pool in pools)):
+                try:
+                    await renew()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # Redis away: the next tick tries again
+                    log.warning("could not renew leases: %s", exc)
 
     def _broker_redis(self) -> aioredis.Redis | None:
         """The broker's Redis, whose unacked index the leases keep fresh (None: not Redis)."""
@@ -179,7 +179,7 @@ class WorkerRuntime:
                 self.redis,
                 self.keys.tenant_leases(tenant),
                 spec.max_concurrent_runs,
-                self._slot_lease(self.settings),
+                self.leases.lease,
             )
         return self._tenant_pools[tenant]
 
@@ -227,7 +227,6 @@ class WorkerRuntime:
     def close(self) -> None:
         self._control.cancel()
         self._renewing.cancel()
-        self._renewing_slots.cancel()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         try:
