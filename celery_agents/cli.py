@@ -60,8 +60,8 @@ def main() -> None:
     "--pool",
     "-P",
     default=None,
-    help="asyncio (single runs on the event loop, the rest on threads; the default), or a "
-    "Celery pool: threads, solo, prefork.",
+    help="A Celery pool: threads (the default: runs wait on models, not on the CPU), solo, "
+    "prefork.",
 )
 @click.option("--hostname", "-n", default=None, help="Worker node name, e.g. worker1@%h.")
 def worker(
@@ -72,7 +72,6 @@ def worker(
     hostname: str | None,
 ) -> None:
     """Start a worker that executes agent runs."""
-    from .config.celery_conf import POOLS
     from .workers.app import app
 
     argv = [
@@ -84,9 +83,7 @@ def worker(
     ]
     if app.conf.worker_send_task_events:  # CELERY_AGENTS_TASK_EVENTS (Flower needs them)
         argv.append("--task-events")
-    if pool in POOLS:
-        app.conf.worker_pool = POOLS[pool]  # Celery's --pool takes its own names only
-    elif pool:
+    if pool:
         argv += ["--pool", pool]
     if queues:
         argv += ["--queues", queues]

@@ -41,6 +41,7 @@ def celery_agents_manifest(_scripted_model_server: ScriptedModelServer) -> dict[
             "fetch_logs": "tests.support.tools:fetch_logs",
             "get_metrics": "tests.support.tools:get_metrics",
             "sleepy": "tests.support.tools:sleepy",
+            "probe": "tests.support.signals:probe",
         },
         "agents": {
             "analyst": {"model": "scripted:analyst", "system_prompt": "You analyse."},

@@ -1,4 +1,4 @@
-"""The canvases Teams and TeamRuns become: what runs as its own task, what stores a result."""
+"""The canvases Teams and TeamRuns become: what runs as its own task, under which id."""
 
 from __future__ import annotations
 
@@ -29,8 +29,13 @@ def test_a_team_run_ending_in_an_agent_has_no_task_of_its_own_to_end_it() -> Non
     *stages, last = canvas.tasks
     assert last.kwargs["payload"]["finish"]["run_id"] == "root"
     assert all(stage.kwargs["payload"]["finish"] is None for stage in stages)
-    # A stage hands its result to the next in the message: only the last one stores it.
-    assert [stage.options.get("ignore_result") for stage in canvas.tasks] == [True, True, None]
+    # Every stage stores its result; the last one's is the TeamRun's, under the TeamRun's id.
+    assert [stage.options.get("ignore_result") for stage in canvas.tasks] == [None] * 3
+    assert [stage.options["task_id"] for stage in stages] == [
+        stage.kwargs["payload"]["run_id"] for stage in stages
+    ]
+    assert last.options["task_id"] == "root"
+    assert last.kwargs["payload"]["run_id"] != "root"
 
 
 def test_a_team_run_ending_in_a_team_ends_with_finish_chain() -> None:
@@ -38,9 +43,12 @@ def test_a_team_run_ending_in_a_team_ends_with_finish_chain() -> None:
     canvas = build_canvas(APP, _tree(TeamRun([first, Team(members)])))
     assert isinstance(canvas, _chain)
     stage, team = canvas.tasks  # Celery folds what follows a chord into its body
-    assert stage.task == RUN_AGENT and stage.options.get("ignore_result") is True
+    assert stage.task == RUN_AGENT and stage.options.get("ignore_result") is None
     assert isinstance(team, _chord) and isinstance(team.body, _chain)
     assert [task.task for task in team.body.tasks] == [COLLECT_TEAM, FINISH_CHAIN]
+    collect, finish = team.body.tasks
+    assert collect.options["task_id"] == collect.kwargs["payload"]["run_id"] != "root"
+    assert finish.options["task_id"] == "root"
 
 
 def test_team_members_store_their_results_for_the_chord() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from celery_agents import Agent
+from celery_agents import Agent, ModelError
 from celery_agents.embedded.worker import WorkerProcess
 from celery_agents.testing.scripted_server import ScriptedModelServer
 
@@ -153,3 +153,23 @@ def test_flower_shows_runs_with_a_summary_and_no_secret_anywhere(
         assert [line for line in tap.lines if SECRET in line] == []
     finally:
         tap.close()
+
+
+def test_flower_shows_a_failed_runs_own_exception(flower: int) -> None:
+    assert _events_flowing(flower), "Flower never received a whole run's task events"
+    with pytest.raises(ModelError) as raised:
+        Agent("doomed", "test:fail").run_sync("x")
+    message = raised.value.message
+
+    def failed() -> dict[str, Any] | None:
+        tasks: dict[str, Any] = json.loads(get(flower, "/api/tasks?state=FAILURE") or b"{}")
+        for task in tasks.values():
+            if task.get("exception") and "doomed" in (task.get("kwargs") or ""):
+                return dict(task)
+        return None
+
+    task = until(failed, 20)
+    assert task, "Flower never saw the run fail"
+    assert task["exception"] == f"ModelError({message!r})"
+    assert "ExceptionWithTraceback" not in task["exception"]
+    assert task["traceback"].rstrip().endswith(f"celery_agents.errors.ModelError: {message}")

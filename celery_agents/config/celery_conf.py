@@ -14,10 +14,6 @@ from .settings import Settings
 _RESTORE_SWEEPS_PER_TIMEOUT = 4
 
 
-# Our pool's name, for Settings and the CLI (Celery's own names pass through).
-POOLS = {"asyncio": "celery_agents.tasks.pool:AgentPool"}
-
-
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery ``conf`` for clients and workers alike (routing must match on both sides)."""
     visibility = settings.visibility_timeout
@@ -39,7 +35,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": settings.task_events,
         "worker_send_task_events": settings.task_events,
         "worker_prefetch_multiplier": 1,
-        "worker_pool": POOLS.get(settings.worker_pool, settings.worker_pool),
+        "worker_pool": settings.worker_pool,
         "worker_concurrency": settings.worker_concurrency,
         "worker_hijack_root_logger": False,
         "broker_connection_retry_on_startup": True,

@@ -34,11 +34,13 @@ class Settings(BaseSettings):
     replay_max_events: int = Field(20_000, gt=0)
 
     worker_pool: str = Field(
-        "asyncio",
-        description="asyncio: threads, with single runs carried on the event loop (no thread "
-        "each); or any Celery pool (threads, solo, prefork)",
+        "threads",
+        description="Celery's pool: threads (the default; each thread waits on the process's "
+        "one event loop, where the runs' I/O happens), solo or prefork",
     )
-    worker_concurrency: int = Field(32, gt=0)
+    worker_concurrency: int = Field(
+        100, gt=0, description="runs in flight per worker process (threads are made as needed)"
+    )
     task_events: bool = Field(
         False,
         description="Celery task events from the start (about 1 ms of worker CPU per run on a "

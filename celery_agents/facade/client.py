@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import os
@@ -28,7 +29,6 @@ from ..redis_pool import async_redis
 from ..streaming.hub import EventHub, RunWatch
 from ..streaming.publisher import EventPublisher
 from ..tasks.app import create_client_app
-from ..tasks.envelope import DirectSend, Push
 from ..tasks.names import RUN_AGENT, RUN_TEAM
 from ..tasks.payload import RunPayload
 from ..tasks.tree import TreePayload
@@ -39,17 +39,15 @@ CLAIM_TTL = 60  # seconds an idempotency claim lives before its run is queued
 CLIENT_CONNECTIONS = 32  # the facade's Redis pool, at most (its pub/sub has its own)
 CLIENT_NAME = "celery-agents-client"  # how the facade's connections show in CLIENT LIST
 
-# KEYS: the run's record, then (a direct send) the queue's list. ARGV: now, record ttl, then
-# the task message, and the task-sent event's channel and message, if any. The record says
-# "queued" unless a worker already wrote more (the send may race the run's start).
+# KEYS: the run's record. ARGV: now, record ttl. The record says "queued" unless a worker
+# already wrote more (the send may race the run's start).
 _ENQUEUE = """
 redis.call('HSETNX', KEYS[1], 'state', 'queued')
 redis.call('HSETNX', KEYS[1], 'queued_at', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-if KEYS[2] then redis.call('LPUSH', KEYS[2], ARGV[3]) end
-if ARGV[4] then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return 1
 """
+SENDING_THREADS = 4  # Celery's producer blocks: sends go through these, off the I/O loop
 
 
 class AgentsClient:
@@ -68,9 +66,8 @@ class AgentsClient:
         self._history: ConversationStore | None = None
         self._publisher: EventPublisher | None = None
         self._worker_tools: tuple[float, set[str]] = (0.0, set())
-        # On a Redis broker that is our Redis, runs are sent without Celery's producer.
-        self.direct = DirectSend.for_settings(self.app, self.settings)
         self._enqueue: AsyncScript | None = None
+        self._sender: concurrent.futures.ThreadPoolExecutor | None = None
 
     # Everything below runs on the I/O loop.
 
@@ -120,50 +117,17 @@ class AgentsClient:
             **payload.route.options(self.settings.broker),
         )
 
-    def _push(self, payload: RunPayload | TreePayload) -> Push | None:
-        """The run's task as our own writes (``_record_queued``), where the broker allows it."""
-        direct = self.direct
-        if direct is None:
-            return None
-        options = payload.route.options(self.settings.broker)
-        queue = options.get("queue") or self.settings.queue
-        if not direct.declared(queue):
-            return None
-        return direct.push(
-            _task_name(payload),
-            payload.run_id,
-            {"payload": payload.model_dump(mode="json")},
-            kwargsrepr=json.dumps(payload.summary()),
-            queue=queue,
-            priority=options["priority"],
-        )
-
     async def enqueue(self, payload: RunPayload | TreePayload) -> None:
-        """Record the run as queued and send its task: on a Redis broker one script for
-        both (one command, one round trip), else the record's round trip beside Celery's
-        send."""
-        push = self._push(payload)
-        if push is None:
-            await self._enqueue_through_celery(payload)
-            return
-        await self._record_queued(payload.run_id, push)
-
-    async def _record_queued(self, run_id: str, push: Push | None = None) -> None:
-        """Record the run as queued; with ``push``, send it in the same call."""
-        if self._enqueue is None:
-            self._enqueue = self.redis.register_script(_ENQUEUE)
-        keys = [self.keys.run_state(run_id)]
-        args: list[str | float] = [time.time(), self.settings.result_ttl]
-        if push is not None:
-            keys.append(push.key)
-            args += [push.message, *(push.event or ())]
-        await self._enqueue(keys=keys, args=args)
-
-    async def _enqueue_through_celery(self, payload: RunPayload | TreePayload) -> None:
+        """Record the run as queued and send its task through Celery's producer, on a
+        sending thread (the send blocks; the I/O loop must not), both at once."""
+        if self._sender is None:
+            self._sender = concurrent.futures.ThreadPoolExecutor(
+                SENDING_THREADS, thread_name_prefix="celery-agents-send"
+            )
+        loop = asyncio.get_running_loop()
         recording = asyncio.ensure_future(self._record_queued(payload.run_id))
-        await asyncio.sleep(0)  # the record's command goes out before the (blocking) send
         try:
-            self.send(payload)
+            await loop.run_in_executor(self._sender, self.send, payload)
         except BaseException:
             recording.cancel()
             raise
@@ -171,6 +135,13 @@ class AgentsClient:
             await recording
         except Exception as exc:  # the task is sent: the worker's claim records the run
             log.warning("run %s was sent but not recorded as queued: %s", payload.run_id, exc)
+
+    async def _record_queued(self, run_id: str) -> None:
+        if self._enqueue is None:
+            self._enqueue = self.redis.register_script(_ENQUEUE)
+        await self._enqueue(
+            keys=[self.keys.run_state(run_id)], args=[time.time(), self.settings.result_ttl]
+        )
 
     async def start(self, payload: RunPayload | TreePayload) -> RunWatch:
         """Subscribe to the run's channel, then send its task: no event can be missed."""
@@ -239,6 +210,9 @@ class AgentsClient:
             await self._redis.aclose()
         self._hub = self._redis = self._history = self._publisher = None
         self._enqueue = None
+        if self._sender is not None:
+            self._sender.shutdown(wait=False)
+            self._sender = None
 
 
 def _task_name(payload: RunPayload | TreePayload) -> str:

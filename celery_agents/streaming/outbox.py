@@ -17,7 +17,7 @@ import asyncio
 from redis.asyncio.client import Pipeline
 
 from ..events import _Event
-from .publisher import EventPublisher, Targets, Then
+from .publisher import EventPublisher, Targets
 
 BATCH = 256  # targets per round trip, at most
 
@@ -43,11 +43,8 @@ class Outbox:
             await asyncio.wait({self._sending})
         self._raise_failure()
 
-    async def close(
-        self, targets: Targets, *, after: Pipeline | None = None, then: Then | None = None
-    ) -> None:
-        """Everything waiting, then ``targets``; ``after``'s commands first and ``then``'s
-        last, one round trip."""
+    async def close(self, targets: Targets, *, after: Pipeline | None = None) -> None:
+        """Everything waiting, then ``targets``; ``after``'s commands first, one round trip."""
         self._closing = True
         sending = self._sending
         if sending is not None and self._on_the_way:
@@ -57,7 +54,7 @@ class Outbox:
             self._sending = None
         self._failed = None  # what failed is still waiting: it is sent again now
         batch, self._waiting = [*self._waiting, *targets], []
-        await self._publisher.publish_to(batch, after=after, then=then)
+        await self._publisher.publish_to(batch, after=after)
 
     async def _send(self) -> None:
         try:

@@ -6,7 +6,7 @@ The asyncio flavour serves workers; ``SyncEventPublisher`` the beat. Both run on
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -19,7 +19,6 @@ from ..redis_pool import checked, script_reply
 from .scripts import PUBLISH_EVENT
 
 Targets = Sequence[tuple[str, _Event]]
-Then = Callable[[Pipeline], object]  # queues commands that go right after the events
 
 
 class _Base:
@@ -56,29 +55,17 @@ class EventPublisher(_Base):
         """Publish ``event`` on its own run's channel; returns its ``seq``."""
         return await self.publish_to([(event.run_id, event)])
 
-    async def publish_to(
-        self,
-        targets: Targets,
-        *,
-        after: Pipeline | None = None,
-        then: Then | None = None,
-    ) -> int:
+    async def publish_to(self, targets: Targets, *, after: Pipeline | None = None) -> int:
         """Publish each ``(run_id, event)`` on that run's channel, atomically and in one round
         trip; returns the ``seq`` the first one got. ``after``: a pipeline whose commands are
-        sent first, in that same round trip (they are done when the event is out); ``then``
-        queues commands that go right after the event, in that round trip too."""
-        if after is None and then is None:
-            return int(await self._call(targets))
+        sent first, in that same round trip (they are done when the event is out)."""
         if after is None:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                return await self.publish_to(targets, after=pipe, then=then)
+            return int(await self._call(targets))
         keys, args = self._keys_args(targets)
         position = len(after)
         after.evalsha(self._script.sha, len(keys), *keys, *args)
-        if then is not None:
-            then(after)
         replies = await after.execute(raise_on_error=False)
-        for reply in (*replies[:position], *replies[position + 1 :]):
+        for reply in replies[:position]:
             checked(reply)
         return int(await script_reply(replies[position], self._script, keys, args))
 

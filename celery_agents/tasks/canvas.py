@@ -1,6 +1,10 @@
 """The canvas of a Team/TeamRun tree: Team -> chord(group(members), collect_team), TeamRun ->
 chain(stages..., finish_chain). Nested nodes compose; no task ever waits on another's result.
 A TeamRun whose last stage is an agent has no ``finish_chain`` task: that stage ends it.
+
+Every task's id is the run id of the run it ends: a member's own, and for the task that ends
+a Team or TeamRun (its ``collect_team``, ``finish_chain`` or last stage), the Team's or
+TeamRun's. So ``AsyncResult(run_id)`` is the result of any run of the tree.
 """
 
 from __future__ import annotations
@@ -78,9 +82,6 @@ class _Builder:
             signature = self.node(
                 member, _new_id(), below, member_handoff, finish=end if folded and last else None
             )
-            if isinstance(node, ChainNode) and isinstance(member, AgentNode) and not last:
-                # The next stage gets this one's result in its message: none is stored.
-                signature.set(ignore_result=True)
             members.append(signature)
         ending = end.model_dump(mode="json")
         if isinstance(node, TeamNode):
@@ -119,25 +120,18 @@ class _Builder:
         return self.task(
             RUN_AGENT,
             payload.model_dump(mode="json"),
-            run_id,
+            payload.task_id,
             {**payload.summary(), "parent": parent},
-            task_id=run_id,
         )
 
     def task(
-        self,
-        name: str,
-        payload: dict[str, object],
-        run_id: str,
-        summary: dict[str, object],
-        *,
-        task_id: str | None = None,
+        self, name: str, payload: dict[str, object], task_id: str, summary: dict[str, object]
     ) -> Signature:
         return self.app.signature(
             name,
             kwargs={"payload": payload},
-            task_id=task_id or _new_id(),
-            kwargsrepr=json.dumps({**summary, "run_id": run_id}),
+            task_id=task_id,
+            kwargsrepr=json.dumps({"run_id": task_id, **summary}),
             argsrepr="()",
             **self.tree.route.options(self.app.conf.broker_url),
         )

@@ -35,6 +35,13 @@ class RunPayload(RunMessage):
     # TeamRun's stages share its timeout; each would otherwise get all of it.
     deadline: float | None = None
 
+    @property
+    def task_id(self) -> str:
+        """The id of the task that carries this run: the run's own, except for the last stage
+        of a TeamRun, whose task ends the TeamRun too and so carries the TeamRun's id (its
+        Celery result is the TeamRun's)."""
+        return self.finish.run_id if self.finish is not None else self.run_id
+
     def time_left(self, now: float) -> float:
         """The seconds this run may take from ``now``: its timeout, or less near its tree's
         deadline (0 once past it)."""

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import Ignore
-from redis.asyncio.client import Pipeline
 
 from ..errors import CeleryAgentsError, InvalidPayloadError, RunError, RunTimeout
 from ..events import RunDone, RunFailed, RunStarted
@@ -21,13 +19,12 @@ from ..runstate import write_state
 from ..streaming.replay import read_replay
 from ..workers.background import finish_background_run
 from ..workers.channel import RunChannel
-from ..workers.executor import Ending, execute_run, run_channel
+from ..workers.executor import execute_run, run_channel
 from ..workers.groups import collect_team, finish_chain
 from ..workers.leases import AlreadyRan, RunningElsewhere
 from ..workers.runtime import WorkerRuntime, get_runtime
 from .canvas import build_canvas
 from .delivery import AgentTask
-from .envelope import DirectSend, Push, queue_pushes
 from .names import COLLECT_TEAM, FINISH_CHAIN, RUN_AGENT, RUN_TEAM
 from .payload import RunPayload
 from .records import MemberRecord
@@ -80,16 +77,28 @@ def register_tasks(app: Celery) -> None:
             raise self.retry(countdown=TENANT_RETRY * (1 + random.random())) from None
 
     @app.task(name=RUN_TEAM, bind=True, base=AgentTask)  # type: ignore[untyped-decorator]
-    def run_team(self: Task, *args: Any, payload: Any = None, **kwargs: Any) -> dict[str, Any]:
+    def run_team(self: Task, *args: Any, payload: Any = None, **kwargs: Any) -> Any:
+        """A Team/TeamRun's start: it is replaced by its canvas, whose last task takes this
+        task's id (Celery's ``Task.replace``), so the tree's result is stored under its run
+        id."""
         runtime = get_runtime()
         _refuse_extras(runtime, self.request.id, args, kwargs)
         tree = runtime.loop.run(_parse(runtime, TreePayload, payload, self.request.id))
+        if tree.run_id != self.request.id:
+            error = InvalidPayloadError(
+                f"invalid team payload: run_id {tree.run_id!r} is not the task id "
+                f"{self.request.id!r}"
+            )
+            runtime.loop.run(_channel(runtime, self.request.id, "?").failed(error))
+            raise error
         runtime.loop.run(_started(runtime, tree))
         try:
-            build_canvas(app, tree).apply_async()
+            canvas = build_canvas(app, tree)
+            return self.replace(canvas)
+        except Ignore:  # replaced: the canvas is on its way
+            raise
         except Exception as exc:  # the broker refused: say so on the run's stream
             raise runtime.loop.run(_start_refused(runtime, tree, exc)) from None
-        return _team_started(tree)
 
     @app.task(name=COLLECT_TEAM, bind=True, base=AgentTask)  # type: ignore[untyped-decorator]
     def collect_team_task(
@@ -112,57 +121,14 @@ def register_tasks(app: Celery) -> None:
         return runtime.loop.run(_finished(runtime, group, record))
 
 
-async def start_team_run(
-    runtime: WorkerRuntime, direct: DirectSend, raw: Any, task_id: str
-) -> dict[str, Any] | None:
-    """A TeamRun's start as ``AgentPool`` carries it on the loop: its chain's first message is
-    built by Celery as always, then written with the tree's start, in one round trip (no
-    thread, no blocking publish). None for a Team: a chord's start talks to the result
-    backend (blocking), so it takes a pool thread."""
-    tree = await _parse(runtime, TreePayload, raw, task_id)
-    if tree.node.kind != "chain":
-        return None
-    try:
-        canvas = build_canvas(direct.app, tree)
-        first = direct.capture(canvas.apply_async)
-    except Exception as exc:  # a canvas Celery refused: say so on the run's stream
-        raise await _start_refused(runtime, tree, exc) from None
-    await _started(runtime, tree, first)
-    return _team_started(tree)
-
-
-class NextStep(Protocol):
-    """How a TeamRun stage's end sends its chain's next step (``AgentPool``)."""
-
-    def queue(self, pipe: Pipeline, result: dict[str, Any]) -> None:
-        """Queue the next step's writes, carrying ``result``, on ``pipe``."""
-
-
-async def run_single(
-    runtime: WorkerRuntime,
-    raw: Any,
-    task_id: str,
-    previous: Any = None,
-    next_step: NextStep | None = None,
-) -> dict[str, Any]:
-    """A run as ``AgentPool`` carries it on the loop (no thread; a single run, or a TeamRun
-    stage with ``previous``, the stage before's record). A stage that ends with its model
-    call queues ``next_step`` in the round trip that ends it: the chain never stops between
-    a stage that ended and a next step not sent."""
-    return await _run_agent(runtime, raw, previous, task_id, next_step)
-
-
 async def _run_agent(
-    runtime: WorkerRuntime,
-    raw: Any,
-    previous: Any,
-    task_id: str,
-    next_step: NextStep | None = None,
+    runtime: WorkerRuntime, raw: Any, previous: Any, task_id: str
 ) -> dict[str, Any]:
     payload = await _parse(runtime, RunPayload, raw, task_id)
-    if payload.run_id != task_id:
+    if task_id != payload.task_id:
         error = InvalidPayloadError(
             f"invalid run payload: run_id {payload.run_id!r} is not the task id {task_id!r}"
+            + (f" (a TeamRun's last stage is {payload.task_id!r})" if payload.finish else "")
         )
         await _channel(runtime, task_id, "?").failed(error)
         raise error
@@ -171,32 +137,21 @@ async def _run_agent(
     if pool is not None and lease is None:
         raise TenantAtCap(payload.tenant or "")
     try:
-        return await _run_admitted(runtime, payload, previous, next_step)
+        return await _run_admitted(runtime, payload, previous)
     finally:
         if pool is not None and lease is not None:
             await pool.release(lease)
 
 
 async def _run_admitted(
-    runtime: WorkerRuntime, payload: RunPayload, previous: Any, next_step: NextStep | None
+    runtime: WorkerRuntime, payload: RunPayload, previous: Any
 ) -> dict[str, Any]:
     record = MemberRecord.parse(previous) if previous is not None else None
     if record is not None and record.status != "ok":
         mine = record.skipped()  # an earlier stage failed: carry its failure along
     else:
-        ending: Ending | None = None
-        # The last stage of a nested TeamRun hands on the TeamRun's record (``_finished``),
-        # not its own: its next step is sent after that, by ``_stage``.
-        if next_step is not None and payload.lineage and payload.finish is None:
-            step = next_step
-
-            def ending(
-                pipe: Pipeline, message: ChatMessage | None, error: CeleryAgentsError | None
-            ) -> None:
-                step.queue(pipe, _outcome(payload, message, error).dump())
-
         try:
-            message = await _executed(runtime, payload, record, ending)
+            message = await _executed(runtime, payload, record)
         except CeleryAgentsError as exc:
             if not payload.lineage:
                 raise
@@ -219,14 +174,11 @@ async def _handed_on(
 
 
 async def _executed(
-    runtime: WorkerRuntime,
-    payload: RunPayload,
-    previous: MemberRecord | None,
-    ending: Ending | None = None,
+    runtime: WorkerRuntime, payload: RunPayload, previous: MemberRecord | None
 ) -> ChatMessage:
     """The run's message (or its error raised), counted for its background entry if any."""
     try:
-        message = await execute_run(runtime, payload, previous=previous, ending=ending)
+        message = await execute_run(runtime, payload, previous=previous)
     except CeleryAgentsError as exc:
         if payload.background:
             await finish_background_run(runtime, payload.background, payload.run_id, None, exc)
@@ -257,7 +209,7 @@ async def _ended_member(runtime: WorkerRuntime, raw: Any, task_id: str) -> dict[
     chain's next step is a run id that runs once. None for a single run, or with no end event
     to rebuild the member's record from."""
     payload = _readable(raw)
-    if payload is None or not payload.lineage or payload.run_id != task_id:
+    if payload is None or not payload.lineage or payload.task_id != task_id:
         return None
     end = await _end_of(runtime, payload.run_id)
     if end is None:
@@ -316,10 +268,9 @@ async def _parse(runtime: WorkerRuntime, model: Any, raw: Any, task_id: str) -> 
         raise
 
 
-async def _started(runtime: WorkerRuntime, tree: TreePayload, first: Sequence[Push] = ()) -> None:
+async def _started(runtime: WorkerRuntime, tree: TreePayload) -> None:
     """Record the tree as running, keep its payload while it runs (if it fails, its dead
-    letter needs it), publish its start, then send ``first`` (its first task's message, when
-    the loop sends it): one round trip."""
+    letter needs it) and publish its start: one round trip."""
     ttl = runtime.settings.result_ttl
     async with runtime.redis.pipeline(transaction=False) as pipe:
         write_state(pipe, runtime.keys, tree.run_id, "running", ttl, worker=runtime.hostname)
@@ -327,9 +278,7 @@ async def _started(runtime: WorkerRuntime, tree: TreePayload, first: Sequence[Pu
         started = RunStarted(
             run_id=tree.run_id, agent=tree.node.name, model=tree.node.kind, worker=runtime.hostname
         )
-        await runtime.publisher.publish_to(
-            [(tree.run_id, started)], after=pipe, then=lambda p: queue_pushes(p, first)
-        )
+        await runtime.publisher.publish_to([(tree.run_id, started)], after=pipe)
 
 
 async def _start_refused(runtime: WorkerRuntime, tree: TreePayload, exc: Exception) -> RunError:
@@ -337,10 +286,6 @@ async def _start_refused(runtime: WorkerRuntime, tree: TreePayload, exc: Excepti
     error = RunError(f"could not start team run {tree.run_id}: {exc}")
     await _channel(runtime, tree.run_id, tree.node.name).failed(error)
     return error
-
-
-def _team_started(tree: TreePayload) -> dict[str, Any]:
-    return {"run_id": tree.run_id, "status": "started"}
 
 
 async def _gave_up(

@@ -1,17 +1,26 @@
 """The worker's Celery app: ``celery -A celery_agents.workers.app worker`` works as is.
 
 Tasks are registered here, and the process's runtime (event loop, Redis, model clients, tools)
-is started when the worker is ready, so a bad manifest or tool import fails at start.
+is made as the worker starts (``worker_init``, before its banner): a bad manifest or a tool
+that does not import ends the worker there, with the error in one line and exit status 1.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_received, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    task_received,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 
 from ..config.settings import Settings
+from ..errors import CeleryAgentsError
 from ..tasks.app import create_app
 from ..tasks.shells import register_tasks
 from .runtime import close_runtime, get_runtime
@@ -24,6 +33,19 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
     app.conf.worker_consumer = "celery_agents.workers.consumer:AgentConsumer"
     app.conf.celery_agents_settings = settings
     return app
+
+
+@worker_init.connect  # type: ignore[untyped-decorator]
+def _on_init(**_: Any) -> None:
+    """Load the manifest and the tools now: a worker that cannot run anything never says
+    ready (Celery's signal dispatch logs an exception and goes on; ``SystemExit`` it lets
+    through)."""
+    try:
+        get_runtime(app.conf.celery_agents_settings)
+    except CeleryAgentsError as exc:
+        sys.stderr.write(f"celery-agents worker: {exc}\n")
+        sys.stderr.flush()
+        raise SystemExit(1) from None
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]

@@ -19,7 +19,7 @@ from ..events import MemberFailed, MessageEvent, RunDone, RunFailed, _Event
 from ..keys import Keys
 from ..messages import ChatMessage, Usage
 from ..streaming.outbox import Outbox
-from ..streaming.publisher import EventPublisher, Then
+from ..streaming.publisher import EventPublisher
 from ..tasks.tree import Ancestor
 
 
@@ -42,32 +42,21 @@ class RunChannel:
         if self.outbox is not None:
             await self.outbox.flush()
 
-    async def done(
-        self, message: ChatMessage, *, after: Pipeline | None = None, then: Then | None = None
-    ) -> None:
-        """The run's result; ``after``'s commands go first and ``then``'s last, in the same
-        round trip."""
+    async def done(self, message: ChatMessage, *, after: Pipeline | None = None) -> None:
+        """The run's result; ``after``'s commands go first, in the same round trip."""
         await self._publish(
             RunDone(run_id=self.run_id, message=message),
             MessageEvent(run_id=self.run_id, message=message),
             result=True,
             after=after,
-            then=then,
         )
 
-    async def failed(
-        self,
-        error: CeleryAgentsError,
-        *,
-        after: Pipeline | None = None,
-        then: Then | None = None,
-    ) -> None:
+    async def failed(self, error: CeleryAgentsError, *, after: Pipeline | None = None) -> None:
         await self._publish(
             RunFailed(run_id=self.run_id, error=error.to_json()),
             MemberFailed(run_id=self.run_id, error=error.to_json()),
             result=True,
             after=after,
-            then=then,
         )
 
     async def _publish(
@@ -77,7 +66,6 @@ class RunChannel:
         *,
         result: bool,
         after: Pipeline | None = None,
-        then: Then | None = None,
     ) -> None:
         targets: list[tuple[str, _Event]] = [(self.run_id, own)]
         for depth, ancestor in enumerate(self.lineage):
@@ -88,9 +76,9 @@ class RunChannel:
             )
             targets.append((ancestor.run_id, tagged))
         if self.outbox is None:
-            await self.publisher.publish_to(targets, after=after, then=then)
+            await self.publisher.publish_to(targets, after=after)
         elif result:
-            await self.outbox.close(targets, after=after, then=then)
+            await self.outbox.close(targets, after=after)
         else:
             self.outbox.put(targets)
 

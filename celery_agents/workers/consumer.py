@@ -6,8 +6,6 @@ connection: it raises ``AttributeError`` (its client is already gone), and Celer
 worker as "unrecoverable" instead of reconnecting (celery/celery#7185, #9250). Here that close
 may fail quietly: the messages stay in kombu's unacked set, their runs go on, and the ones not
 acknowledged come back after the visibility timeout, where their leases drop them as done.
-
-On a Redis broker its connection uses ``transport.Transport`` (one Redis client per channel).
 """
 
 from __future__ import annotations
@@ -17,20 +15,10 @@ from typing import Any
 
 from celery.worker.consumer import Consumer
 
-from .transport import TRANSPORT, is_redis_url
-
 log = logging.getLogger(__name__)
 
 
 class AgentConsumer(Consumer):  # type: ignore[misc]
-    def connection_for_read(self, heartbeat: float | None = None) -> Any:
-        """On a Redis broker, kombu's transport with one client per channel (transport.py)."""
-        if not is_redis_url(self.app.conf.broker_read_url or self.app.conf.broker_url or ""):
-            return super().connection_for_read(heartbeat)
-        return self.ensure_connected(
-            self.app.connection_for_read(heartbeat=heartbeat, transport=TRANSPORT)
-        )
-
     def on_connection_error_after_connected(self, exc: Exception) -> None:
         connection = self.connection
         if connection is not None:

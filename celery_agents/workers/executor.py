@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import Any, TypeAlias
-
-from redis.asyncio.client import Pipeline
+from typing import Any
 
 from ..config.manifest import parse_model_ref
 from ..deadletters import keep, worth_keeping
@@ -23,7 +20,6 @@ from ..llm.agent_loop import LoopResult, run_agent_loop
 from ..messages import ChatMessage, Participant, ToolCallInfo, Usage
 from ..runstate import final_state
 from ..streaming.outbox import Outbox
-from ..streaming.publisher import Then
 from ..tasks.names import RUN_AGENT
 from ..tasks.payload import RunPayload
 from ..tasks.records import MemberRecord
@@ -82,29 +78,14 @@ def run_channel(runtime: WorkerRuntime, payload: RunPayload) -> RunChannel:
     )
 
 
-# Queues what must be written with a run's end (its result or its error), after its events.
-Ending: TypeAlias = Callable[[Pipeline, ChatMessage | None, CeleryAgentsError | None], None]
-
-
-def _then(
-    ending: Ending | None, message: ChatMessage | None, error: CeleryAgentsError | None
-) -> Then | None:
-    """``ending``'s writes for this outcome, as the run's end round trip takes them."""
-    if ending is None:
-        return None
-    return lambda pipe: ending(pipe, message, error)
-
-
 async def execute_run(
     runtime: WorkerRuntime,
     payload: RunPayload,
     *,
     previous: MemberRecord | None = None,
-    ending: Ending | None = None,
 ) -> ChatMessage:
     """Run ``payload`` (on ``previous``'s output inside a TeamRun); returns the assistant
-    message or raises the run's error, both published; ``ending``'s writes go in the same
-    round trip.
+    message or raises the run's error, both published.
 
     Raises ``AlreadyRan`` / ``RunningElsewhere`` (publishing nothing) for a delivery of a run
     that already ended or that another live execution holds."""
@@ -126,9 +107,7 @@ async def execute_run(
     if task is not None:  # no await since the claim: a cancel from now on reaches the run
         runtime.inflight[run_id] = (task, ancestors)
     try:
-        return await _execute_claimed(
-            runtime, payload, channel, previous, started, claim, history, ending
-        )
+        return await _execute_claimed(runtime, payload, channel, previous, started, claim, history)
     finally:
         runtime.inflight.pop(run_id, None)
         runtime.cancelled.discard(run_id)
@@ -143,7 +122,6 @@ async def _execute_claimed(
     started: float,
     claim: Claim,
     history: list[bytes],
-    ending: Ending | None,
 ) -> ChatMessage:
     run_id, agent = payload.run_id, payload.agent
     task = asyncio.current_task()
@@ -229,7 +207,7 @@ async def _execute_claimed(
                 state=(run_id, "succeeded", ttl),
             )
             pipe.delete(runtime.keys.run_lock(run_id))  # ended: the record now answers claims
-            await channel.done(message, after=pipe, then=_then(ending, message, None))
+            await channel.done(message, after=pipe)
         _log_end(payload, started, "succeeded", message.usage)
         return message
     if not payload.lineage and worth_keeping(error):
@@ -247,7 +225,7 @@ async def _execute_claimed(
             add_usage(pipe, runtime.keys, channel.lineage, used, cost, ttl=state[2])
         record_run(pipe, runtime.keys, agent.name, used, cost, ok=False, state=state)
         pipe.delete(runtime.keys.run_lock(run_id))
-        await channel.failed(error, after=pipe, then=_then(ending, None, error))
+        await channel.failed(error, after=pipe)
     _log_end(payload, started, f"failed error={type(error).__name__}", used)
     raise error
 
