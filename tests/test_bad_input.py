@@ -192,6 +192,14 @@ def test_a_bad_manifest_field_names_the_file_and_the_field() -> None:
         AgentsManifest.from_text("teams: {t: {members: [ghost]}}", source="m.yaml")
 
 
+def test_an_unknown_provider_is_named_by_its_path_alone() -> None:
+    with pytest.raises(ConfigError) as info:
+        AgentsManifest.from_text("agents: {a: {model: 'vllm:qwen'}}", source="m.yaml")
+    assert info.value.message == (
+        "m.yaml: agents.a.model: unknown provider 'vllm' (known: local, openai, test)"
+    )
+
+
 def test_a_missing_manifest_file_is_named() -> None:
     with pytest.raises(ConfigError, match="nowhere.yaml: cannot read manifest"):
         AgentsManifest.from_yaml("/nowhere.yaml")

@@ -223,9 +223,7 @@ class AgentsManifest(_Strict):
         try:
             manifest = cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(
-                f"{source}: {field_errors(exc, root='(top level)')}", path=source
-            ) from None
+            raise ConfigError(f"{source}: {field_errors(exc, root=None)}", path=source) from None
         manifest.source = source
         return manifest
 
