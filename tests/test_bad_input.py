@@ -200,6 +200,16 @@ def test_an_unknown_provider_is_named_by_its_path_alone() -> None:
     )
 
 
+def test_an_agent_and_a_team_of_the_same_name_are_refused_naming_both() -> None:
+    text = (
+        "agents: {analyst: {model: 'test:echo'}, critic: {model: 'test:echo'}}\n"
+        "teams: {analyst: {members: [critic]}}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        AgentsManifest.from_text(text, source="m.yaml")
+    assert info.value.message.startswith("m.yaml: agents.analyst and teams.analyst: ")
+
+
 def test_a_missing_manifest_file_is_named() -> None:
     with pytest.raises(ConfigError, match="nowhere.yaml: cannot read manifest"):
         AgentsManifest.from_yaml("/nowhere.yaml")
