@@ -134,3 +134,11 @@ def test_a_bad_setting_or_an_unreachable_redis_is_one_line_naming_it() -> None:
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: cannot reach Redis:")
     assert "not-to-be-shown" not in result.stderr and "\n" not in result.stderr.strip()
+
+
+def test_an_empty_manifest_variable_means_no_manifest_not_the_current_directory() -> None:
+    result = cli("run", "writer", "x", env={**os.environ, "CELERY_AGENTS_MANIFEST": ""})
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: set CELERY_AGENTS_MANIFEST to the YAML that declares your agents"
+    )
