@@ -42,6 +42,9 @@ def _bad_settings(exc: ValidationError) -> str:
 
 
 @click.group(cls=_Group)
+@click.version_option(
+    package_name="celery-agents", prog_name="celery-agents", message="%(prog)s %(version)s"
+)
 def main() -> None:
     """Run LLM agents as Celery jobs, streamed back through Redis."""
 

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from importlib.metadata import version
 
 import pytest
 import redis
@@ -142,3 +143,9 @@ def test_an_empty_manifest_variable_means_no_manifest_not_the_current_directory(
     assert result.stderr.strip() == (
         "error: set CELERY_AGENTS_MANIFEST to the YAML that declares your agents"
     )
+
+
+def test_version_prints_the_installed_version() -> None:
+    result = cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"celery-agents {version('celery-agents')}"
