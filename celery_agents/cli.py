@@ -67,12 +67,20 @@ def main() -> None:
     "Celery pool: threads, solo, prefork.",
 )
 @click.option("--hostname", "-n", default=None, help="Worker node name, e.g. worker1@%h.")
+@click.option(
+    "--task-events",
+    "-E",
+    is_flag=True,
+    help="Send task events from the start, for Flower and `celery events` (default: "
+    "CELERY_AGENTS_TASK_EVENTS).",
+)
 def worker(
     concurrency: int | None,
     queues: str | None,
     loglevel: str,
     pool: str | None,
     hostname: str | None,
+    task_events: bool,
 ) -> None:
     """Start a worker that executes agent runs."""
     from .config.celery_conf import POOLS
@@ -85,8 +93,8 @@ def worker(
         "--concurrency",
         str(concurrency or app.conf.worker_concurrency),
     ]
-    if app.conf.worker_send_task_events:  # CELERY_AGENTS_TASK_EVENTS (Flower needs them)
-        argv.append("--task-events")
+    if task_events or app.conf.worker_send_task_events:  # or CELERY_AGENTS_TASK_EVENTS
+        argv.append("--task-events")  # Flower needs them
     if pool in POOLS:
         app.conf.worker_pool = POOLS[pool]  # Celery's --pool takes its own names only
     elif pool:
