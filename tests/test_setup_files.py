@@ -6,11 +6,13 @@ import os
 import shutil
 import stat
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 # What pyenv's shim prints for a Python that is installed but not selected, and its status.
 PYENV_SHIM = """#!/bin/sh
@@ -44,3 +46,9 @@ def test_the_makefiles_python_probe_prints_nothing_for_a_pyenv_shim_without_that
     assert result.stderr == ""
     assert " -m venv .venv" in result.stdout
     assert str(tmp_path) not in result.stdout  # a shim that fails is not taken for a Python
+
+
+def test_the_license_is_an_spdx_expression_that_setuptools_reads() -> None:
+    assert PYPROJECT["project"]["license"] == "MIT"  # a TOML table is deprecated
+    # A string license is read by setuptools 77 and newer only.
+    assert "setuptools>=77" in PYPROJECT["build-system"]["requires"]
