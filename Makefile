@@ -1,6 +1,8 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both create .venv first.
+# The first Python 3.11+ that runs. The probe's stderr is silenced: a pyenv shim exists for a
+# version that is installed but not selected, and prints a "command not found" block on use.
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
-	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 \
 	&& { command -v $$p; break; }; done)
 VENV := .venv
 PY := $(VENV)/bin/python

@@ -42,6 +42,9 @@ def _bad_settings(exc: ValidationError) -> str:
 
 
 @click.group(cls=_Group)
+@click.version_option(
+    package_name="celery-agents", prog_name="celery-agents", message="%(prog)s %(version)s"
+)
 def main() -> None:
     """Run LLM agents as Celery jobs, streamed back through Redis."""
 
@@ -64,12 +67,20 @@ def main() -> None:
     "prefork.",
 )
 @click.option("--hostname", "-n", default=None, help="Worker node name, e.g. worker1@%h.")
+@click.option(
+    "--task-events",
+    "-E",
+    is_flag=True,
+    help="Send task events from the start, for Flower and `celery events` (default: "
+    "CELERY_AGENTS_TASK_EVENTS).",
+)
 def worker(
     concurrency: int | None,
     queues: str | None,
     loglevel: str,
     pool: str | None,
     hostname: str | None,
+    task_events: bool,
 ) -> None:
     """Start a worker that executes agent runs."""
     from .workers.app import app
@@ -81,8 +92,8 @@ def worker(
         "--concurrency",
         str(concurrency or app.conf.worker_concurrency),
     ]
-    if app.conf.worker_send_task_events:  # CELERY_AGENTS_TASK_EVENTS (Flower needs them)
-        argv.append("--task-events")
+    if task_events or app.conf.worker_send_task_events:  # or CELERY_AGENTS_TASK_EVENTS
+        argv.append("--task-events")  # Flower needs them
     if pool:
         argv += ["--pool", pool]
     if queues:

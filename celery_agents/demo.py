@@ -47,7 +47,7 @@ def _redis(settings: Settings) -> Iterator[str]:
 @contextlib.contextmanager
 def _model() -> Iterator[tuple[str, dict[str, str]]]:
     if os.environ.get("OPENAI_API_KEY"):
-        model = os.environ.get("CELERY_AGENTS_DEMO_MODEL", "openai:gpt-4o-mini")
+        model = os.environ.get("CELERY_AGENTS_DEMO_MODEL") or "openai:gpt-4o-mini"  # "": unset
         _say(f"OPENAI_API_KEY is set: using {model}")
         yield model, {}
         return

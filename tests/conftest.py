@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,8 @@ def private_worker(agents: Settings) -> Iterator[Callable[..., WorkerProcess]]:
     """Start workers on a queue of this test's own (the facade is pointed at it), so a test
     can stop, kill or reconfigure them without touching the session's worker.
 
-    ``start(concurrency=, extra_env=, broker=)``; ``broker`` moves the facade there too.
+    ``start(concurrency=, extra_env=, broker=, args=)``; ``broker`` moves the facade there too,
+    ``args`` are more options of ``celery-agents worker``.
     """
     queue = f"private-{uuid.uuid4().hex[:8]}"
     started: list[WorkerProcess] = []
@@ -82,13 +83,18 @@ def private_worker(agents: Settings) -> Iterator[Callable[..., WorkerProcess]]:
         concurrency: int = 16,
         extra_env: dict[str, str] | None = None,
         broker: str | None = None,
+        args: Sequence[str] = (),
     ) -> WorkerProcess:
         env = {**TEST_WORKER_ENV, "CELERY_AGENTS_QUEUE": queue, **(extra_env or {})}
         broker = broker or agents.broker_url
         if broker:
             env["CELERY_AGENTS_BROKER_URL"] = broker
         worker = start_worker(
-            agents.redis_url, manifest=agents.manifest, concurrency=concurrency, extra_env=env
+            agents.redis_url,
+            manifest=agents.manifest,
+            concurrency=concurrency,
+            extra_env=env,
+            args=args,
         )
         started.append(worker)
         configure(agents.model_copy(update={"queue": queue, "broker_url": broker}))

@@ -192,6 +192,24 @@ def test_a_bad_manifest_field_names_the_file_and_the_field() -> None:
         AgentsManifest.from_text("teams: {t: {members: [ghost]}}", source="m.yaml")
 
 
+def test_an_unknown_provider_is_named_by_its_path_alone() -> None:
+    with pytest.raises(ConfigError) as info:
+        AgentsManifest.from_text("agents: {a: {model: 'vllm:qwen'}}", source="m.yaml")
+    assert info.value.message == (
+        "m.yaml: agents.a.model: unknown provider 'vllm' (known: local, openai, test)"
+    )
+
+
+def test_an_agent_and_a_team_of_the_same_name_are_refused_naming_both() -> None:
+    text = (
+        "agents: {analyst: {model: 'test:echo'}, critic: {model: 'test:echo'}}\n"
+        "teams: {analyst: {members: [critic]}}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        AgentsManifest.from_text(text, source="m.yaml")
+    assert info.value.message.startswith("m.yaml: agents.analyst and teams.analyst: ")
+
+
 def test_a_missing_manifest_file_is_named() -> None:
     with pytest.raises(ConfigError, match="nowhere.yaml: cannot read manifest"):
         AgentsManifest.from_yaml("/nowhere.yaml")

@@ -6,13 +6,18 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
+from importlib.metadata import version
 
 import pytest
 import redis
 
 from celery_agents import Agent
+from celery_agents.embedded.worker import WorkerProcess
+from celery_agents.facade.client import get_client
 from celery_agents.keys import Keys
 from tests.conftest import Stack
+from tests.support.events import FlowerFeed
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -134,3 +139,31 @@ def test_a_bad_setting_or_an_unreachable_redis_is_one_line_naming_it() -> None:
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: cannot reach Redis:")
     assert "not-to-be-shown" not in result.stderr and "\n" not in result.stderr.strip()
+
+
+def test_an_empty_manifest_variable_means_no_manifest_not_the_current_directory() -> None:
+    result = cli("run", "writer", "x", env={**os.environ, "CELERY_AGENTS_MANIFEST": ""})
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: set CELERY_AGENTS_MANIFEST to the YAML that declares your agents"
+    )
+
+
+def test_version_prints_the_installed_version() -> None:
+    result = cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"celery-agents {version('celery-agents')}"
+
+
+async def test_worker_task_events_flag_turns_task_events_on(
+    private_worker: Callable[..., WorkerProcess],
+) -> None:
+    # The banner of a worker without events says "enable -E to monitor tasks in this worker".
+    worker = private_worker(
+        concurrency=2, args=["-E"], extra_env={"CELERY_AGENTS_TASK_EVENTS": "false"}
+    )
+    assert "task events: ON" in worker.log_path.read_text(errors="replace")
+    with FlowerFeed(get_client().app) as feed:  # a monitor that does not turn events on itself
+        handle = await Agent("watched", "test:echo").submit("seen")
+        assert (await handle.result(timeout=20)).content == "seen"
+        feed.wait_for(lambda e: e["type"] == "task-succeeded" and e["uuid"] == handle.run_id)

@@ -9,7 +9,6 @@ import json
 import os
 import pickle
 import re
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any
 
 import pytest
 import redis
-from celery import Celery
 from kombu import Exchange, Producer
 
 from celery_agents import (
@@ -41,6 +39,7 @@ from celery_agents.tasks.payload import RunPayload
 from celery_agents.tasks.tree import TreePayload
 from celery_agents.tasks.wire import payload_bytes
 from celery_agents.testing.scripted_server import Fail, Reply, ScriptedModelServer
+from tests.support.events import FlowerFeed
 
 pytestmark = pytest.mark.usefixtures("agents")
 
@@ -413,47 +412,6 @@ def test_names_that_every_member_message_repeats_are_bounded() -> None:
 # --- 5. secrets stay on the workers ----------------------------------------------------------
 
 SECRET = f"sk-celery-agents-{uuid.uuid4().hex}"
-
-
-class FlowerFeed:
-    """Every Celery event the workers send, received the way Flower receives them."""
-
-    def __init__(self, app: Celery) -> None:
-        self.app = app
-        self.events: list[dict[str, Any]] = []
-        self._changed = threading.Condition()
-        self._receiver: Any = None
-        self._thread = threading.Thread(target=self._capture, daemon=True)
-
-    def _capture(self) -> None:
-        with self.app.connection_for_read() as connection:
-            self._receiver = self.app.events.Receiver(connection, handlers={"*": self._on})
-            self._receiver.capture(limit=None, timeout=None, wakeup=True)
-
-    def _on(self, event: dict[str, Any]) -> None:
-        with self._changed:
-            self.events.append(event)
-            self._changed.notify_all()
-
-    def wait_for(self, matches: Callable[[dict[str, Any]], bool], timeout: float = 20) -> None:
-        with self._changed:
-            assert self._changed.wait_for(lambda: any(map(matches, self.events)), timeout), (
-                f"no such event among {[e.get('type') for e in self.events]}"
-            )
-
-    def __enter__(self) -> FlowerFeed:
-        self._thread.start()
-        self.wait_for(lambda e: True)  # subscribed: the workers' heartbeats come through
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._receiver is not None:
-            self._receiver.should_stop = True
-        self._thread.join(10)
-
-    def text(self) -> str:
-        with self._changed:
-            return json.dumps(self.events, default=str)
 
 
 def redis_contents(url: str) -> str:

@@ -170,6 +170,13 @@ class AgentsManifest(_Strict):
 
     @model_validator(mode="after")
     def _check_references(self) -> AgentsManifest:
+        # Each message names its own path: these checks span sections, so pydantic gives none.
+        if shared := sorted(self.agents.keys() & self.teams.keys()):
+            # A team member or `celery-agents run` of that name would only ever reach the agent.
+            raise ValueError(
+                "; ".join(f"agents.{name} and teams.{name}" for name in shared)
+                + ": an agent and a team may not share a name"
+            )
         for name, agent in self.agents.items():
             agent.name = agent.name or name
             provider, _ = parse_model_ref(agent.model)
@@ -223,9 +230,7 @@ class AgentsManifest(_Strict):
         try:
             manifest = cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(
-                f"{source}: {field_errors(exc, root='(top level)')}", path=source
-            ) from None
+            raise ConfigError(f"{source}: {field_errors(exc, root=None)}", path=source) from None
         manifest.source = source
         return manifest
 

@@ -15,7 +15,11 @@ class Settings(BaseSettings):
     Explicit arguments win over the environment; the environment wins over defaults.
     """
 
-    model_config = SettingsConfigDict(env_prefix="CELERY_AGENTS_", extra="forbid")
+    # An empty variable is unset (compose passes `X=` for a variable the user left blank):
+    # else CELERY_AGENTS_MANIFEST= would be the directory "." and a number "" an error.
+    model_config = SettingsConfigDict(
+        env_prefix="CELERY_AGENTS_", extra="forbid", env_ignore_empty=True
+    )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_url: str | None = None

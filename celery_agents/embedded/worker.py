@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,8 +58,12 @@ def start_worker(
     key_prefix: str = "celery_agents",
     timeout: float = 30.0,
     cwd: Path | None = None,
+    args: Sequence[str] = (),
 ) -> WorkerProcess:
-    """Start ``celery-agents worker`` and wait until it is consuming (its heartbeat is up)."""
+    """Start ``celery-agents worker`` and wait until it is consuming (its heartbeat is up).
+
+    ``args``: more options of ``celery-agents worker``, e.g. ``["--task-events"]``.
+    """
     hostname = f"worker-{uuid.uuid4().hex[:8]}@%h"
     env = _env(redis_url, manifest, key_prefix, extra_env, cwd)
     cwd = cwd or Path.cwd()
@@ -77,6 +82,7 @@ def start_worker(
                 "--hostname",
                 hostname,
                 *(["--pool", pool] if pool else []),
+                *args,
             ],
             env=env,
             cwd=cwd,
