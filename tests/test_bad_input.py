@@ -50,6 +50,10 @@ async def test_unknown_provider_is_refused_before_queueing(
         await Agent("a", "nope:model").run("x")
     with pytest.raises(UnknownProviderError, match="'nope'"):
         await scripted().run("x", model="nope:m")
+    with pytest.raises(UnknownProviderError, match=r"did you mean 'openai:gpt-4o'\?"):
+        await Agent("a", "opnai:gpt-4o").run("x")
+    with pytest.raises(UserError, match=r"'gpt-4o' has no provider: did you mean 'openai:gpt-4o'"):
+        await scripted().run("x", model="gpt-4o")
     assert scripted_model.request_count == 0
 
 
@@ -184,8 +188,8 @@ def test_a_name_given_twice_in_the_manifest_is_refused_with_its_line() -> None:
 def test_a_bad_manifest_field_names_the_file_and_the_field() -> None:
     with pytest.raises(ConfigError, match=r"m.yaml: agents.analyst.model: Field required"):
         AgentsManifest.from_text("agents: {analyst: {system_prompt: hi}}", source="m.yaml")
-    with pytest.raises(ConfigError, match=r"agents.a.model: unknown provider 'vllm'"):
-        AgentsManifest.from_text("agents: {a: {model: 'vllm:qwen'}}", source="m.yaml")
+    with pytest.raises(ConfigError, match=r"agents.a.model: unknown provider 'vlm'.*'vllm:qwen'"):
+        AgentsManifest.from_text("agents: {a: {model: 'vlm:qwen'}}", source="m.yaml")
     with pytest.raises(ConfigError, match=r"providers.p.base_ur: Extra inputs are not permitted"):
         AgentsManifest.from_text("providers: {p: {base_ur: x}}", source="m.yaml")
     with pytest.raises(ConfigError, match=r"teams.t.members: unknown agent or team 'ghost'"):

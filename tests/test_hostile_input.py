@@ -211,7 +211,9 @@ async def test_a_message_naming_an_unknown_provider_is_refused_and_logged(
     worker = private_worker(concurrency=1)
     run_id = uuid.uuid4().hex
     publish_raw(task_body(run_payload(run_id, model=model)), task_id=run_id)
-    with pytest.raises(UnknownProviderError, match=rf"unknown provider '{provider}' \(known: "):
+    with pytest.raises(
+        UnknownProviderError, match=rf"unknown provider '{provider}' in model '{model}' \(known: "
+    ):
         await RunHandle.attach(run_id).result(timeout=20)
     await echo()
     assert scripted_model.request_count == 0

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-HEAVY = ("celery", "redis", "openai", "kombu")
+HEAVY = ("celery", "redis", "openai", "kombu", "pydantic_ai", "anthropic")
 
 
 def imported_after(module: str) -> set[str]:

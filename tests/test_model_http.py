@@ -21,7 +21,7 @@ import pytest
 
 from celery_agents import Settings
 from celery_agents.config.manifest import AgentsManifest, ModelSettings
-from celery_agents.errors import ModelError
+from celery_agents.errors import ConfigError, ModelError, UnknownProviderError
 from celery_agents.llm.base import Model, ModelRequest, ModelResponse
 from celery_agents.llm.chat_http import ChatEndpoint
 from celery_agents.llm.http_backend import _readable_now, use_asyncio_network
@@ -69,6 +69,16 @@ async def call(model: Model, request: ModelRequest) -> tuple[list[str], ModelRes
         else:
             return deltas, item
     raise AssertionError("the stream ended without a response")
+
+
+async def test_a_worker_refuses_a_pydantic_ai_provider_it_cannot_call_yet_and_says_so(
+    models: ModelFactory, scripted_model: ScriptedModelServer
+) -> None:
+    with pytest.raises(ConfigError, match=r"'anthropic' is not callable by this worker yet"):
+        await models.get("anthropic:claude-sonnet-4-5")
+    with pytest.raises(UnknownProviderError, match=r"did you mean 'openai:gpt-4o'\?"):
+        await models.get("gpt-4o")
+    assert scripted_model.request_count == 0
 
 
 def ask(text: str, **settings: object) -> ModelRequest:

@@ -15,13 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import CeleryAgentsError, ConfigError, UnknownAgentError, UnknownProviderError
 from ..output import OutputSpec
 from ..validation import field_errors
+from .model_refs import BUILTIN_PROVIDERS, is_builtin_provider, unknown_provider
+from .model_refs import parse_model_ref as parse_model_ref  # its home before model_refs
 
 if TYPE_CHECKING:
     from ..facade.agent import Agent
     from ..facade.team import Team, TeamRun
-
-BUILTIN_PROVIDERS = ("openai", "local", "test")
-DEFAULT_PROVIDER = "openai"
 
 
 class _Strict(BaseModel):
@@ -179,12 +178,10 @@ class AgentsManifest(_Strict):
             )
         for name, agent in self.agents.items():
             agent.name = agent.name or name
-            provider, _ = parse_model_ref(agent.model)
-            if provider not in self.provider_names:
-                raise ValueError(
-                    f"agents.{name}.model: unknown provider {provider!r} "
-                    f"(known: {', '.join(sorted(self.provider_names))})"
-                )
+            try:
+                self.check_model(agent.model)
+            except (ValueError, UnknownProviderError) as exc:
+                raise ValueError(f"agents.{name}.model: {exc}") from None
         for name, team in self.teams.items():
             for member in team.members:
                 if member not in self.agents and member not in self.teams:
@@ -198,7 +195,18 @@ class AgentsManifest(_Strict):
 
     @property
     def provider_names(self) -> set[str]:
+        """Every provider known by name: the manifest's, pydantic-ai's, ``local`` and ``test``
+        (pydantic-ai's Gateway prefixes, ``gateway/<provider>``, are known too)."""
         return set(BUILTIN_PROVIDERS) | set(self.providers)
+
+    def check_model(self, model: str) -> tuple[str, str]:
+        """``(provider, name)`` of a model string whose provider is known here; else a
+        ``ValueError`` (no provider) or ``UnknownProviderError`` that names the fix."""
+        provider, name = parse_model_ref(model)
+        if provider not in self.providers and not is_builtin_provider(provider):
+            message = unknown_provider(model, provider, self.providers)
+            raise UnknownProviderError(message, provider=provider, model=model)
+        return provider, name
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> AgentsManifest:
@@ -238,7 +246,7 @@ class AgentsManifest(_Strict):
         """A provider's profile; built-in providers have an empty default profile."""
         if name in self.providers:
             return self.providers[name]
-        if name in BUILTIN_PROVIDERS:
+        if is_builtin_provider(name):
             return ProviderSpec()
         raise UnknownProviderError(
             f"unknown provider {name!r} (known: {', '.join(sorted(self.provider_names))})",
@@ -295,18 +303,6 @@ class AgentsManifest(_Strict):
 
 # SmolLM2-135M reads text only; our llama.cpp server gives it a 4,096-token context.
 _BUILTIN_MODELS = {"local": ModelInfo(vision=False, context_tokens=4096)}
-
-
-def parse_model_ref(model: str) -> tuple[str, str]:
-    """``"provider:name"`` -> ``(provider, name)``; a bare name means the ``openai`` provider."""
-    if not isinstance(model, str) or not model.strip():
-        raise ValueError("model must be a non-empty 'provider:name' string")
-    provider, sep, name = model.partition(":")
-    if not sep:
-        return DEFAULT_PROVIDER, provider
-    if not provider or not name:
-        raise ValueError(f"model {model!r} must look like 'provider:name'")
-    return provider, name
 
 
 class _UniqueKeys(yaml.SafeLoader):

@@ -297,19 +297,13 @@ class Agent(BackgroundMixin):
         """The spec a run sends (with a per-call model), checked against known providers."""
         spec = self.spec
         if model is not None:
-            try:
-                parse_model_ref(model)
-            except ValueError as exc:
-                raise UserError(f"model: {exc}") from None
             spec = spec.model_copy(update={"model": model})
-        provider, _ = parse_model_ref(spec.model)
-        known = get_client().manifest.provider_names
-        if provider not in known:
-            raise UnknownProviderError(
-                f"agent {self.name!r}: unknown provider {provider!r} in model {spec.model!r} "
-                f"(known: {', '.join(sorted(known))})",
-                provider=provider,
-            )
+        try:
+            get_client().manifest.check_model(spec.model)
+        except ValueError as exc:
+            raise UserError(f"model: {exc}") from None
+        except UnknownProviderError as exc:
+            raise UnknownProviderError(f"agent {self.name!r}: {exc}", **exc.details) from None
         return spec
 
     def job_spec(

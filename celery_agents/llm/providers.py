@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import openai
 from openai import AsyncOpenAI
 
-from ..config.manifest import AgentsManifest, ProviderSpec, parse_model_ref
+from ..config.manifest import AgentsManifest, ProviderSpec
 from ..config.settings import Settings
 from ..errors import ConfigError, UnknownProviderError
 from .base import Model
@@ -32,6 +32,7 @@ from .openai_model import OpenAIModel, RetryPolicy
 if TYPE_CHECKING:
     from .local import LocalModelProcess
 
+_CHAT_COMPLETIONS = frozenset({"openai", "local"})  # built-ins this core can call
 _NO_KEY = "not-needed"  # OpenAI-compatible servers that take no key still want a header
 CLIENT_SHARDS = 64
 CONNECTIONS = 1024  # per provider and worker process, over all its clients (openai's: 1000)
@@ -61,11 +62,18 @@ class ModelFactory:
     async def get(self, ref: str) -> Model:
         """The model for ``ref``; a ``UserError`` names an unknown provider or a missing key."""
         try:
-            provider, name = parse_model_ref(ref)
+            provider, name = self._manifest.check_model(ref)
         except ValueError as exc:
             raise UnknownProviderError(str(exc), model=ref) from None
         if provider == "test":
             return offline_model(name)
+        if provider not in self._manifest.providers and provider not in _CHAT_COMPLETIONS:
+            # Known to pydantic-ai, but this core speaks only Chat Completions (issue 17).
+            raise ConfigError(
+                f"model {ref!r}: provider {provider!r} is not callable by this worker yet; it "
+                "calls 'openai:', 'local:', 'test:' and the manifest's OpenAI-compatible providers",
+                provider=provider,
+            )
         spec = self._manifest.provider(provider)
         known = self._endpoints.get(provider) or await self._create_endpoints(provider, spec)
         endpoints, key = known

@@ -1,16 +1,19 @@
-"""A scripted, OpenAI-compatible HTTP model server for tests and benchmarks.
+"""A scripted HTTP model server for tests and benchmarks: OpenAI- and Anthropic-compatible.
 
 ``ScriptedModelServer`` listens on a real TCP socket, so separate worker processes can call it
-through the ordinary ``openai`` client. Every ``POST /v1/chat/completions`` consumes one scripted
-:data:`Step` (FIFO); when nothing is scripted the server echoes the last user message::
+through the ordinary ``openai`` or ``anthropic`` client. Every ``POST /v1/chat/completions``
+(OpenAI's Chat Completions) and every ``POST /v1/messages`` (Anthropic's Messages) consumes one
+scripted :data:`Step` (FIFO) from the same queues, so one script serves either API; when nothing
+is scripted the server echoes the last user message::
 
     with ScriptedModelServer() as server:
         server.script(Reply("hello"), Fail(429, retry_after=0.1))
         client = openai.OpenAI(base_url=server.url, api_key="test")
+        claude = anthropic.Anthropic(base_url=server.anthropic_url, api_key="test")
 
 The server runs its own asyncio event loop in a daemon thread and speaks a deliberately small
 subset of HTTP/1.1 (Content-Length or chunked request bodies, keep-alive, chunked SSE
-responses), which is all the OpenAI client needs. Run it standalone with::
+responses), which is all the clients need. Run it standalone with::
 
     python -m celery_agents.testing.scripted_server --port 8000 --token-delay 0.01
 """
@@ -23,7 +26,6 @@ import contextlib
 import http
 import itertools
 import json
-import re
 import signal
 import ssl
 import sys
@@ -34,6 +36,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any, Literal, TypeAlias
+
+from . import openai_chat
+from ._wire import Answer, Dialect, ToolCall, dumps, split_text
+from .anthropic_messages import Messages
+from .openai_chat import ChatCompletions
 
 __all__ = [
     "Disconnect",
@@ -49,34 +56,19 @@ __all__ = [
     "main",
 ]
 
-DEFAULT_MODEL = "scripted"
+DEFAULT_MODEL = openai_chat.DEFAULT_MODEL
 
 # Generous enough for any realistic request head; bodies are read separately and not bound by it.
 _HEAD_LIMIT = 1 << 20
 _MAX_BODY = 64 << 20
 # The default listen backlog (100) drops connections when hundreds of clients connect at once.
 _BACKLOG = 2048
-_TEXT_PIECE = re.compile(r"\s*\S+\s*|\s+")
 _MALFORMED_JSON = b'{"id": "chatcmpl-malformed", "object": "chat.completion", "choices": [{"mess'
 _HTML_PAGE = b"<html><body>Sign in to the proxy to continue.</body></html>\n"
 _NOT_GZIP = b"\x1f\x8b not gzip at all"
 _OFF_THE_WIRE = ("html", "gzip", "done-then-close", "done-then-open")
 _HELD_OPEN = 3600.0  # seconds a "done-then-open" answer keeps its connection
-
-# (type, code) pairs shaped like OpenAI's, so client code that inspects them sees realistic values.
-_ERROR_KINDS: dict[int, tuple[str, str]] = {
-    400: ("invalid_request_error", "bad_request"),
-    401: ("authentication_error", "invalid_api_key"),
-    403: ("permission_error", "permission_denied"),
-    404: ("not_found_error", "not_found"),
-    405: ("invalid_request_error", "method_not_allowed"),
-    408: ("timeout_error", "request_timeout"),
-    409: ("conflict_error", "conflict"),
-    413: ("invalid_request_error", "request_too_large"),
-    422: ("invalid_request_error", "unprocessable_entity"),
-    429: ("requests", "rate_limit_exceeded"),
-}
-
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key"})
 
 # --------------------------------------------------------------------------------------- steps
 
@@ -121,7 +113,7 @@ class Echo:
 
 @dataclass(frozen=True)
 class Fail:
-    """Answer with HTTP ``status`` and an OpenAI-style JSON error body.
+    """Answer with HTTP ``status`` and the API's JSON error body (OpenAI's or Anthropic's).
 
     ``retry_after`` (seconds) is sent as a ``retry-after`` header.
     """
@@ -314,110 +306,27 @@ def _encode_chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-def _sse_event(payload: dict[str, Any] | str) -> bytes:
-    data = payload if isinstance(payload, str) else _dumps(payload)
-    return f"data: {data}\n\n".encode()
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _error_payload(status: int, message: str) -> dict[str, Any]:
-    kind, code = _ERROR_KINDS.get(status, ("server_error" if status >= 500 else "api_error", ""))
-    return {"error": {"message": message, "type": kind, "param": None, "code": code or None}}
-
-
 def _format_seconds(value: float) -> str:
     # Whole seconds are written as integers, the form HTTP prescribes; fractions keep their
     # shortest exact repr ("0.1", not "0.1000000000000000055").
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-# ------------------------------------------------------------------------------ message helpers
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = [
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        ]
-        return " ".join(texts)
-    return ""
-
-
-def _messages(body: Any) -> list[dict[str, Any]]:
-    messages = body.get("messages") if isinstance(body, dict) else None
-    if not isinstance(messages, list):
-        return []
-    return [message for message in messages if isinstance(message, dict)]
-
-
-def _last_user_text(body: Any) -> str:
-    for message in reversed(_messages(body)):
-        if message.get("role") == "user":
-            return _content_text(message.get("content"))
-    return ""
-
-
-def _prompt_words(body: Any) -> int:
-    return sum(len(_content_text(message.get("content")).split()) for message in _messages(body))
-
-
-def _split_text(text: str) -> list[str]:
-    """Split into word pieces whose concatenation is exactly ``text``."""
-    return _TEXT_PIECE.findall(text)
-
-
-def _split_arguments(arguments: str) -> list[str]:
-    # At least two pieces whenever possible, so clients have to assemble the arguments.
-    if len(arguments) < 2:
-        return [arguments]
-    size = max(1, len(arguments) // 3)
-    return [arguments[start : start + size] for start in range(0, len(arguments), size)]
-
-
-@dataclass(frozen=True)
-class _ToolCall:
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True)
-class _Answer:
-    content: str | None
-    pieces: tuple[str, ...]
-    tool_calls: tuple[_ToolCall, ...]
-    prompt_tokens: int
-    completion_tokens: int
-
-    @property
-    def finish_reason(self) -> str:
-        return "tool_calls" if self.tool_calls else "stop"
-
-    def usage(self) -> dict[str, int]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-        }
-
-
 # ---------------------------------------------------------------------------------- the server
 
 
 class ScriptedModelServer:
-    """A scripted OpenAI-compatible model server on a real local socket.
+    """A scripted OpenAI- and Anthropic-compatible model server on a real local socket.
 
-    Endpoints: ``POST /v1/chat/completions`` (plain or SSE streaming), ``GET /v1/models`` and
-    ``GET /health``. ``latency`` (seconds before a completion's first byte) and ``token_delay``
-    (seconds between streamed chunks) can be changed while the server runs. With ``tls`` (a
-    server-side ``ssl.SSLContext``) it speaks HTTPS. All public methods are thread-safe.
+    Endpoints: ``POST /v1/chat/completions`` and ``POST /v1/messages`` (plain or SSE
+    streaming), ``GET /v1/models`` and ``GET /health``. ``latency`` (seconds before an answer's
+    first byte) and ``token_delay`` (seconds between streamed events) can be changed while the
+    server runs. With ``tls`` (a server-side ``ssl.SSLContext``) it speaks HTTPS.
+
+    Keys: ``/v1/messages`` wants an ``x-api-key`` (or ``authorization``) header, as Anthropic
+    does; with ``api_key`` set, both APIs answer 401 unless the request carries that key
+    (``x-api-key: KEY`` or ``authorization: Bearer KEY``). Recorded requests hold neither
+    header's value. All public methods are thread-safe.
     """
 
     def __init__(
@@ -428,9 +337,11 @@ class ScriptedModelServer:
         latency: float = 0.0,
         token_delay: float = 0.0,
         tls: ssl.SSLContext | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.host = host
         self.tls = tls
+        self.api_key = api_key
         self.latency = latency
         self.token_delay = token_delay
         self._requested_port = port
@@ -444,7 +355,8 @@ class ScriptedModelServer:
         self._requests: list[RecordedRequest] = []
         self._connections_opened = 0
         self._models_seen: dict[str, None] = {}
-        self._completion_ids = itertools.count(1)
+        self._chat = ChatCompletions()
+        self._messages = Messages()
         self._tool_call_ids = itertools.count(1)
 
         self._lifecycle_lock = threading.Lock()
@@ -518,14 +430,19 @@ class ScriptedModelServer:
     @property
     def url(self) -> str:
         """The OpenAI ``base_url``, e.g. ``http://127.0.0.1:PORT/v1`` (https with ``tls``)."""
+        return f"{self.anthropic_url}/v1"
+
+    @property
+    def anthropic_url(self) -> str:
+        """The Anthropic ``base_url``, e.g. ``http://127.0.0.1:PORT`` (its client adds ``/v1``)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         scheme = "https" if self.tls is not None else "http"
-        return f"{scheme}://{host}:{self.port}/v1"
+        return f"{scheme}://{host}:{self.port}"
 
     # ------------------------------------------------------------------------------ scripting
 
     def script(self, *steps: Step, model: str | None = None) -> None:
-        """Queue ``steps``; each chat-completions request consumes one, first in first out.
+        """Queue ``steps``; each model request (either API) consumes one, first in first out.
 
         With ``model`` the steps are only used by requests for that model. A request whose
         model queue is empty uses the global queue, and when that is empty too, :class:`Echo`.
@@ -547,7 +464,8 @@ class ScriptedModelServer:
             self._requests.clear()
             self._connections_opened = 0
             self._models_seen.clear()
-            self._completion_ids = itertools.count(1)
+            self._chat = ChatCompletions()
+            self._messages = Messages()
             self._tool_call_ids = itertools.count(1)
             self.latency = self._initial_latency
             self.token_delay = self._initial_token_delay
@@ -637,9 +555,8 @@ class ScriptedModelServer:
                 try:
                     request = await _read_request(reader)
                 except _ProtocolError as exc:
-                    await self._send_json(
-                        writer, exc.status, _error_payload(exc.status, exc.message), False
-                    )
+                    payload = openai_chat.error_payload(exc.status, exc.message)
+                    await self._send_json(writer, exc.status, payload, False)
                     break
                 if request is None or not await self._dispatch(request, writer):
                     break
@@ -675,25 +592,48 @@ class ScriptedModelServer:
 
         keep_alive = request.keep_alive
         route = (request.method, request.path.rstrip("/") or "/")
+        dialect: Dialect | None = None
         if route == ("POST", "/v1/chat/completions"):
+            dialect = self._chat
+        elif route == ("POST", "/v1/messages"):
+            dialect = self._messages
+        if dialect is not None:
+            refusal = self._refuse(request, anthropic=dialect is self._messages)
+            if refusal is not None:
+                await self._send_json(writer, 401, dialect.error_payload(401, refusal), keep_alive)
+                return keep_alive
             if not valid_json or not isinstance(body, dict):
                 message = "request body must be a JSON object"
-                await self._send_json(writer, 400, _error_payload(400, message), keep_alive)
+                await self._send_json(writer, 400, dialect.error_payload(400, message), keep_alive)
                 return keep_alive
-            return await self._chat_completions(body, model, stream, keep_alive, writer)
+            return await self._answer(dialect, body, model, stream, keep_alive, writer)
         if route == ("GET", "/v1/models"):
             await self._send_json(writer, 200, self._models_payload(), keep_alive)
         elif route == ("GET", "/health"):
             await self._send_json(writer, 200, {"status": "ok"}, keep_alive)
         else:
             message = f"no route for {request.method} {request.path}"
-            await self._send_json(writer, 404, _error_payload(404, message), keep_alive)
+            await self._send_json(writer, 404, openai_chat.error_payload(404, message), keep_alive)
         return keep_alive
+
+    def _refuse(self, request: _HttpRequest, *, anthropic: bool) -> str | None:
+        """Why a model request is refused for its key (None: it is not)."""
+        sent = request.headers.get("x-api-key")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if sent is None and scheme.lower() == "bearer" and token:
+            sent = token.strip()
+        if sent is None:
+            if anthropic:
+                return "x-api-key header is required"
+            return None if self.api_key is None else "an Authorization: Bearer header is required"
+        if self.api_key is not None and sent != self.api_key:
+            return "invalid x-api-key" if anthropic else "Incorrect API key provided"
+        return None
 
     def _record(self, request: _HttpRequest, body: Any, model: str | None, stream: bool) -> None:
         headers = dict(request.headers)
-        if "authorization" in headers:
-            headers["authorization"] = "<redacted>"
+        for secret in _SECRET_HEADERS & headers.keys():
+            headers[secret] = "<redacted>"
         recorded = RecordedRequest(
             method=request.method,
             path=request.path,
@@ -724,16 +664,18 @@ class ScriptedModelServer:
                 return self._global_steps.popleft()
         return Echo()
 
-    # --------------------------------------------------------------------- chat completions
+    # ------------------------------------------------------------------------------ answers
 
-    async def _chat_completions(
+    async def _answer(
         self,
+        dialect: Dialect,
         body: dict[str, Any],
         model: str | None,
         stream: bool,
         keep_alive: bool,
         writer: asyncio.StreamWriter,
     ) -> bool:
+        """Play the next scripted step as ``dialect``'s answer; whether the connection lives on."""
         step = self._next_step(model)
         if isinstance(step, Hang):
             await asyncio.sleep(step.seconds)
@@ -750,49 +692,39 @@ class ScriptedModelServer:
             headers = []
             if step.retry_after is not None:
                 headers.append(("retry-after", _format_seconds(step.retry_after)))
-            payload = _error_payload(step.status, step.message)
+            payload = dialect.error_payload(step.status, step.message)
             await self._send_json(writer, step.status, payload, keep_alive, headers)
             return keep_alive
 
         if isinstance(step, Malformed) and step.where in _OFF_THE_WIRE:
-            return await self._off_the_wire(step, body, model, stream, token_delay, writer)
+            return await self._off_the_wire(dialect, step, body, model, stream, token_delay, writer)
         if isinstance(step, Malformed):
             if stream and step.where in ("sse", "error"):
-                broken = (
-                    b"data: {not json\n\n"
-                    if step.where == "sse"
-                    else _sse_event(_error_payload(500, "the model crashed mid-stream"))
-                )
-                events = [
-                    _sse_event(self._chunk(model, {"role": "assistant", "content": "partial"})),
-                    broken,
-                ]
+                events = dialect.broken_stream(model, "sse" if step.where == "sse" else "error")
                 await self._send_stream(writer, events, token_delay, keep_alive, complete=True)
             else:
                 await self._send(writer, 200, _MALFORMED_JSON, "application/json", keep_alive)
             return keep_alive
 
-        answer = self._compose(step, body)
+        answer = self._compose(dialect, step, body)
         if isinstance(step, Disconnect):
             if stream:
-                events = self._stream_events(model, answer, include_usage=False)
+                events = dialect.stream(model, answer, body, finished=False)
                 await self._send_stream(
                     writer, events[: step.after_chunks], token_delay, False, complete=False
                 )
             return False
 
         if stream:
-            options = body.get("stream_options")
-            include_usage = isinstance(options, dict) and options.get("include_usage") is True
-            events = self._stream_events(model, answer, include_usage)
-            events.append(_sse_event("[DONE]"))
+            events = dialect.stream(model, answer, body, finished=True)
             await self._send_stream(writer, events, token_delay, keep_alive, complete=True)
         else:
-            await self._send_json(writer, 200, self._completion(model, answer), keep_alive)
+            await self._send_json(writer, 200, dialect.completion(model, answer), keep_alive)
         return keep_alive
 
     async def _off_the_wire(
         self,
+        dialect: Dialect,
         step: Malformed,
         body: dict[str, Any],
         model: str | None,
@@ -815,114 +747,40 @@ class ScriptedModelServer:
             writer.write(head + _NOT_GZIP)
             await writer.drain()
         elif stream:
-            events = self._stream_events(model, self._compose(Echo(), body), include_usage=False)
-            events.append(_sse_event("[DONE]"))
+            answer = self._compose(dialect, Echo(), body)
+            events = dialect.stream(model, answer, body, finished=True)
             await self._send_stream(writer, events, token_delay, False, complete=False)
             if step.where == "done-then-open":
                 await asyncio.sleep(_HELD_OPEN)  # cut short when the server stops
         return False
 
-    def _compose(self, step: Step, body: dict[str, Any]) -> _Answer:
+    def _compose(self, dialect: Dialect, step: Step, body: dict[str, Any]) -> Answer:
         if isinstance(step, Reply) and (step.text is not None or step.tool_calls):
             content = step.text
             specs = step.tool_calls
         else:
-            content = _last_user_text(body)
+            content = dialect.last_user_text(body)
             specs = ()
         tool_calls = tuple(
-            _ToolCall(
-                id=spec.id if spec.id is not None else f"call_{next(self._tool_call_ids)}",
+            ToolCall(
+                id=(
+                    spec.id
+                    if spec.id is not None
+                    else f"{dialect.tool_id_prefix}{next(self._tool_call_ids)}"
+                ),
                 name=spec.name,
                 arguments=(
-                    spec.arguments if isinstance(spec.arguments, str) else _dumps(spec.arguments)
+                    spec.arguments if isinstance(spec.arguments, str) else dumps(spec.arguments)
                 ),
             )
             for spec in specs
         )
-        pieces = tuple(_split_text(content)) if content else ()
+        pieces = tuple(split_text(content)) if content else ()
         if isinstance(step, Reply) and step.usage is not None:
             prompt_tokens, completion_tokens = step.usage
         else:
-            prompt_tokens, completion_tokens = _prompt_words(body), max(1, len(pieces))
-        return _Answer(content, pieces, tool_calls, prompt_tokens, completion_tokens)
-
-    def _completion_id(self) -> str:
-        return f"chatcmpl-scripted-{next(self._completion_ids)}"
-
-    def _completion(self, model: str | None, answer: _Answer) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": answer.content}
-        if answer.tool_calls:
-            message["tool_calls"] = [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments},
-                }
-                for call in answer.tool_calls
-            ]
-        return {
-            "id": self._completion_id(),
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model or DEFAULT_MODEL,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "finish_reason": answer.finish_reason,
-                    "logprobs": None,
-                }
-            ],
-            "usage": answer.usage(),
-        }
-
-    def _chunk(
-        self,
-        model: str | None,
-        delta: dict[str, Any],
-        finish_reason: str | None = None,
-        completion_id: str | None = None,
-    ) -> dict[str, Any]:
-        return {
-            "id": completion_id or self._completion_id(),
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model or DEFAULT_MODEL,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        }
-
-    def _stream_events(
-        self, model: str | None, answer: _Answer, include_usage: bool
-    ) -> list[bytes]:
-        """Every SSE event of a streamed answer except the final ``[DONE]``."""
-        completion_id = self._completion_id()
-        deltas: list[dict[str, Any]] = [{"role": "assistant"}]
-        deltas.extend({"content": piece} for piece in answer.pieces)
-        for index, call in enumerate(answer.tool_calls):
-            deltas.append(
-                {
-                    "tool_calls": [
-                        {
-                            "index": index,
-                            "id": call.id,
-                            "type": "function",
-                            "function": {"name": call.name, "arguments": ""},
-                        }
-                    ]
-                }
-            )
-            deltas.extend(
-                {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
-                for piece in _split_arguments(call.arguments)
-            )
-        chunks = [self._chunk(model, delta, completion_id=completion_id) for delta in deltas]
-        chunks.append(self._chunk(model, {}, answer.finish_reason, completion_id))
-        if include_usage:
-            usage_chunk = self._chunk(model, {}, completion_id=completion_id)
-            usage_chunk["choices"] = []
-            usage_chunk["usage"] = answer.usage()
-            chunks.append(usage_chunk)
-        return [_sse_event(chunk) for chunk in chunks]
+            prompt_tokens, completion_tokens = dialect.prompt_words(body), max(1, len(pieces))
+        return Answer(content, pieces, tool_calls, prompt_tokens, completion_tokens)
 
     # ------------------------------------------------------------------------------- writing
 
@@ -952,7 +810,7 @@ class ScriptedModelServer:
         keep_alive: bool,
         extra_headers: Iterable[tuple[str, str]] = (),
     ) -> None:
-        body = _dumps(payload).encode()
+        body = dumps(payload).encode()
         await self._send(writer, status, body, "application/json", keep_alive, extra_headers)
 
     async def _send_stream(
