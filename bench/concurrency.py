@@ -1,6 +1,7 @@
 """Row 4: I/O concurrency of one worker process (the project's default pool): a scripted model
-that answers after 1 s, 200 runs in flight, against the bound (200 runs/s) and against bare
-Celery prefork ``-c 2`` whose task sleeps 1 s, as a blocking model call would. The notes also
+that answers after 1 s, 200 runs in flight, against bare Celery on the same pool and
+concurrency (threads ``-c 200``) whose task sleeps 1 s, as a blocking model call would, with
+its result stored as ours is. The notes also show the bound (200 runs/s), prefork ``-c 2``, and
 show the model calls alone, 200 in flight through the worker's own HTTP pools in this process
 (no Celery, no Redis): the ceiling of the HTTP stack on this host; and the same runs on a model
 that waits 1 s on the worker's loop (no HTTP): the ceiling of Celery and our run path.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import bare_app
 from bench_models import WAIT_MODEL
-from figures import Row, part_main, rss_kib, size, threads_of, value_row
+from figures import Row, part_main, ratio_row, rss_kib, size, threads_of, value_row
 from stack import agents_stack, model_server, our_pool, run_many
 
 from celery_agents import Agent, Settings
@@ -128,16 +129,17 @@ def measure() -> list[Row]:
     bound = IN_FLIGHT / LATENCY
     per_run = (peak.rss - idle_rss) / IN_FLIGHT
     return [
-        value_row(
+        ratio_row(
             "4",
             f"I/O concurrency, {IN_FLIGHT} in flight, 1 s model",
             "runs/s",
             rate,
-            bare=prefork,
-            at_least=0.85 * bound,
+            threads,
+            at_least=0.9,
             note=f"{runs} runs, one worker, {our_pool()} pool -c {IN_FLIGHT}: "
-            f"{rate / bound:.2f} of the bound ({bound:g}/s); bare = Celery prefork -c 2, task "
-            f"sleeps 1 s; bare threads -c {IN_FLIGHT} doing the same: {threads:.0f}/s; the model "
+            f"{rate / bound:.2f} of the bound ({bound:g}/s); bare = Celery threads "
+            f"-c {IN_FLIGHT}, task sleeps 1 s, result stored; bare prefork -c 2: "
+            f"{prefork:.2f}/s; the model "
             f"calls alone through the same HTTP pools (no Celery, no Redis): {alone:.0f}/s; the "
             f"same runs on a model that waits 1 s on the worker's loop (no HTTP): {no_http:.0f}/s",
         ),

@@ -3,15 +3,14 @@
 A worker claims a run before running it (one Lua call): a run already ended is not run again,
 and a run whose lease another live execution holds is not run twice. While the run goes, the
 worker renews its lease and the record's ``heartbeat_at``; on a Redis broker it also keeps the
-run's task message invisible (kombu's ``unacked_index`` score), so a long run is never
-redelivered while its worker lives, and a dead worker's run is redelivered a visibility
-timeout after its last heartbeat.
+run's task message invisible (``kombu_visibility``), so a long run is never redelivered while
+its worker lives, and a dead worker's run is redelivered a visibility timeout after its last
+heartbeat.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from redis.asyncio.client import Pipeline
 
 from ..keys import Keys
 from ..redis_pool import checked, script_reply
+from .kombu_visibility import HeldDeliveries
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +70,6 @@ end
 return held
 """
 
-# KEYS: kombu's unacked index. ARGV: now, delivery tags. Re-stamps the tags still unacked;
-# returns those that are gone (acked).
-_TOUCH = """
-local gone = {}
-for i = 2, #ARGV do
-  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
-    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
-  else
-    gone[#gone + 1] = ARGV[i]
-  end
-end
-return gone
-"""
-
 
 class AlreadyRan(Exception):
     """This delivery is of a run that already ended (a redelivery): nothing to do."""
@@ -125,7 +111,6 @@ class RunLeases:
         every: float,
         record_ttl: int,
         broker: aioredis.Redis | None = None,
-        unacked_index: str = "unacked_index",
     ) -> None:
         self._redis = redis
         self._keys = keys
@@ -133,26 +118,21 @@ class RunLeases:
         self.every = every
         self.lease = 3 * every  # renewed every ``every``: survives two missed renewals
         self._record_ttl = record_ttl
-        self._broker = broker
-        self._unacked_index = unacked_index
         self._held: dict[str, str] = {}  # run id -> owner token
-        self._tags: set[str] = set()
-        self._tags_lock = threading.Lock()
         self._claim = redis.register_script(_CLAIM)
         self._renew = redis.register_script(_RENEW)
-        self._touch = broker.register_script(_TOUCH) if broker is not None else None
+        # On a Redis broker, the messages held here (None: another broker keeps its own).
+        self.deliveries = HeldDeliveries(broker) if broker is not None else None
 
     def track_delivery(self, tag: str) -> None:
         """A task message this process received (any thread): keep it invisible while held."""
-        if self._touch is not None:
-            with self._tags_lock:
-                self._tags.add(tag)
+        if self.deliveries is not None:
+            self.deliveries.track(tag)
 
     def forget_delivery(self, tag: str) -> None:
-        """A message whose ack was lost with the broker connection: let it become visible
-        again, so it is redelivered, dropped as done, and acknowledged for good."""
-        with self._tags_lock:
-            self._tags.discard(tag)
+        """A message whose ack was lost with the broker connection (``HeldDeliveries``)."""
+        if self.deliveries is not None:
+            self.deliveries.forget(tag)
 
     async def claim(
         self,
@@ -209,16 +189,8 @@ class RunLeases:
             for run_id, ok in zip(held, kept, strict=True):
                 if not ok and self._held.get(run_id) == held[run_id]:
                     log.warning("lease of run %s was lost (this process stalled?)", run_id)
-        await self._touch_deliveries()
-
-    async def _touch_deliveries(self) -> None:
-        with self._tags_lock:
-            tags = list(self._tags)
-        if self._touch is None or not tags:
-            return
-        gone = await self._touch(keys=[self._unacked_index], args=[time.time(), *tags])
-        with self._tags_lock:
-            self._tags.difference_update(_text(tag) for tag in gone)
+        if self.deliveries is not None:
+            await self.deliveries.touch()
 
 
 def _text(value: Any) -> str:

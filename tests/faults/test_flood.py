@@ -4,7 +4,7 @@ The runs are queued before any worker consumes (the queue really holds all 2,000
 worker processes drain it with the scripted model. Every run completes exactly once, with the
 evidence of each side: one ``run.started`` (attempt 1) and one ``run.done`` in its replay log,
 its durable record ``succeeded`` at attempt 1, one model request, its history appended once,
-and no Celery result kept (a single run's is not stored). Afterwards no key is left without a
+and its Celery result stored (SUCCESS). Afterwards no key is left without a
 TTL, except kombu's own permanent bookkeeping (listed and justified in ``PERMANENT``).
 
 Everything runs in a logical Redis database of its own, so every key in it is this test's.
@@ -251,7 +251,8 @@ async def _evidence(db: aioredis.Redis, flood: Flood, server: ScriptedModelServe
             "record": (state.get("state"), state.get("attempt")) == ("succeeded", "1"),
             "one model request": calls == 1,
             "history appended once": history == 2,
-            "no Celery result kept": meta is None,
+            "its Celery result stored": meta is not None
+            and json.loads(meta).get("status") == "SUCCESS",
         }
         wrong = [name for name, ok in facts.items() if not ok]
         if wrong:
