@@ -198,9 +198,10 @@ def test_a_bad_manifest_field_names_the_file_and_the_field() -> None:
 
 def test_an_unknown_provider_is_named_by_its_path_alone() -> None:
     with pytest.raises(ConfigError) as info:
-        AgentsManifest.from_text("agents: {a: {model: 'vllm:qwen'}}", source="m.yaml")
+        AgentsManifest.from_text("agents: {a: {model: 'vlm:qwen'}}", source="m.yaml")
     assert info.value.message == (
-        "m.yaml: agents.a.model: unknown provider 'vllm' (known: local, openai, test)"
+        "m.yaml: agents.a.model: unknown provider 'vlm' in model 'vlm:qwen': "
+        "did you mean 'vllm:qwen'?"
     )
 
 

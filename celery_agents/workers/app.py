@@ -22,7 +22,7 @@ from celery.signals import (
 from ..config.settings import Settings
 from ..errors import CeleryAgentsError
 from ..tasks.app import create_app
-from ..tasks.shells import register_tasks
+from .bodies import register_tasks
 from .runtime import close_runtime, get_runtime
 
 
@@ -30,7 +30,7 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
     settings = settings or Settings()
     app = create_app(settings)
     register_tasks(app)
-    app.conf.worker_consumer = "celery_agents.workers.consumer:AgentConsumer"
+    app.conf.worker_consumer = "celery_agents.workers.celery_private:AgentConsumer"
     app.conf.celery_agents_settings = settings
     return app
 

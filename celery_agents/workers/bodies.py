@@ -1,6 +1,6 @@
-"""The Celery tasks: thin shells that validate the payload, run the core on the worker's
-loop, and return JSON. Members of a Team/TeamRun return records instead of raising, so chord
-bodies and later chain stages always run.
+"""The bodies of the Celery tasks, registered by the worker: thin shells that validate the
+payload, run the core on the worker's loop, and return JSON. Members of a Team/TeamRun return
+records instead of raising, so chord bodies and later chain stages always run.
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ from ..events import RunDone, RunFailed, RunStarted
 from ..messages import ChatMessage
 from ..runstate import write_state
 from ..streaming.replay import read_replay
-from ..workers.background import finish_background_run
-from ..workers.channel import RunChannel
-from ..workers.executor import execute_run, run_channel
-from ..workers.groups import collect_team, finish_chain
-from ..workers.leases import AlreadyRan, RunningElsewhere
-from ..workers.runtime import WorkerRuntime, get_runtime
-from .canvas import build_canvas
-from .delivery import AgentTask
-from .names import COLLECT_TEAM, FINISH_CHAIN, RUN_AGENT, RUN_TEAM
-from .payload import RunPayload
-from .records import MemberRecord
-from .tree import GroupPayload, TreePayload
+from ..tasks.canvas import build_canvas
+from ..tasks.names import COLLECT_TEAM, FINISH_CHAIN, RUN_AGENT, RUN_TEAM
+from ..tasks.payload import RunPayload
+from ..tasks.records import MemberRecord
+from ..tasks.tree import GroupPayload, TreePayload
+from .background import finish_background_run
+from .celery_private import AgentTask
+from .channel import RunChannel
+from .executor import execute_run, run_channel
+from .groups import collect_team, finish_chain
+from .leases import AlreadyRan, RunningElsewhere
+from .runtime import WorkerRuntime, get_runtime
 
 TENANT_RETRY = 0.2  # seconds (plus jitter) before a run at its tenant's cap is tried again
 LEASE_SLACK = 0.5  # seconds past another execution's lease before a held run is tried again

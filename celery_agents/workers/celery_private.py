@@ -1,11 +1,24 @@
-"""``AgentTask``: the base of our tasks, whose acknowledgement survives a lost broker, and
-whose malformed messages are dropped alone.
+"""Where our tasks lean on Celery's (and kombu's) internals: the one module that does.
 
-A run that finishes while Redis restarts acknowledges its message on a channel that went with
-the connection; kombu raises from deep inside (``AttributeError``) and Celery stops the worker
-as "unrecoverable" (celery/celery#7185, #9250). That ack is given up instead: the message
-comes back after the visibility timeout, and the run's lease (workers/leases.py) sees that the
-run ended, drops that delivery and acknowledges it then.
+README guarantee: a Redis restart (or a lost broker connection) with runs in flight neither
+stops the worker nor loses a run; the runs go on, and their messages come back and are
+dropped as done. Two Celery behaviours stand in the way (celery/celery#7185, #9250):
+
+- ``AgentConsumer``: when the broker connection drops while messages are unacknowledged,
+  Celery closes the broken connection, kombu's channel tries to put those messages back
+  through that same dead connection and raises ``AttributeError``, and Celery stops the
+  worker as "unrecoverable" instead of reconnecting. Here that close may fail quietly: the
+  messages stay in kombu's unacked set and come back after the visibility timeout, where
+  their leases drop them as done.
+- ``AgentRequest`` (``AgentTask.Request``): a run that finishes while Redis restarts
+  acknowledges its message on a channel that went with the connection; kombu raises from
+  deep inside and Celery stops the worker. That ack is given up instead, and the message,
+  made visible again (``kombu_visibility``), is redelivered and dropped as already run. It
+  also refuses a malformed message body alone, as an invalid task, where Celery would stop
+  the worker or hang the message's acknowledgement.
+
+``tests/faults/test_redis_restart.py`` restarts a real Redis under running workers: it fails
+if an upgrade changes either behaviour.
 """
 
 from __future__ import annotations
@@ -16,11 +29,32 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import InvalidTaskError
+from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 
-from ..workers.runtime import get_runtime
+from .runtime import get_runtime
 
 log = logging.getLogger(__name__)
+
+
+class AgentConsumer(Consumer):  # type: ignore[misc]
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        connection = self.connection
+        if connection is not None:
+            connection.close = _closing_quietly(connection.close)
+        super().on_connection_error_after_connected(exc)
+
+
+def _closing_quietly(close: Any) -> Any:
+    def close_quietly() -> None:
+        try:
+            close()
+        except Exception as exc:  # the connection was dead already: nothing left to close
+            log.warning(
+                "closing the lost broker connection failed (%s: %s)", type(exc).__name__, exc
+            )
+
+    return close_quietly
 
 
 class AgentRequest(Request):  # type: ignore[misc]
