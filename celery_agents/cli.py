@@ -110,8 +110,12 @@ def beat(loglevel: str) -> None:
 
     Start one (or more: the extras stand by and take over within seconds if it dies).
     """
+    from .config.manifest import AgentsManifest
     from .workers.app import app
 
+    manifest = app.conf.celery_agents_settings.manifest
+    if manifest:  # a manifest that does not load: one line, before the beat's banner
+        AgentsManifest.from_yaml(manifest)
     app.Beat(scheduler="celery_agents.scheduler.beat:AgentsScheduler", loglevel=loglevel).run()
 
 

@@ -177,18 +177,24 @@ async def test_a_failed_runs_stored_result_is_its_own_exception(results_app: Cel
         result.get(timeout=5)
 
 
+BAD_FIELD = ("agents:\n  a: {model: 'test:echo', temperature: hot}\n", "agents.a")
+BAD_TOOL = ("tools:\n  fetch: 'no_such_module_here:fetch'\n", "tools.fetch")
+
+
 @pytest.mark.parametrize(
-    ("manifest", "named"),
+    ("command", "bad"),
     [
-        ("agents:\n  a: {model: 'test:echo', temperature: hot}\n", "agents.a"),
-        ("tools:\n  fetch: 'no_such_module_here:fetch'\n", "tools.fetch"),
+        ("celery-agents worker", BAD_FIELD),
+        ("celery-agents worker", BAD_TOOL),
+        ("celery -A worker", BAD_FIELD),
+        ("celery -A worker", BAD_TOOL),
+        ("beat", BAD_FIELD),  # the beat imports no tools: only workers run them
     ],
-    ids=["invalid-field", "tool-not-importable"],
 )
-@pytest.mark.parametrize("command", ["celery-agents", "celery -A"])
-def test_a_worker_with_an_invalid_manifest_exits_at_start_with_one_line(
-    agents: Settings, tmp_path: Path, manifest: str, named: str, command: str
+def test_a_worker_or_beat_with_an_invalid_manifest_exits_at_start_with_one_line(
+    agents: Settings, tmp_path: Path, command: str, bad: tuple[str, str]
 ) -> None:
+    manifest, named = bad
     path = tmp_path / "bad.yaml"
     path.write_text(manifest)
     env = {
@@ -197,8 +203,10 @@ def test_a_worker_with_an_invalid_manifest_exits_at_start_with_one_line(
         "CELERY_AGENTS_MANIFEST": str(path),
         "CELERY_AGENTS_QUEUE": f"bad-{uuid.uuid4().hex[:6]}",
     }
-    if command == "celery-agents":
+    if command == "celery-agents worker":
         argv = [sys.executable, "-m", "celery_agents.cli", "worker"]
+    elif command == "beat":
+        argv = [sys.executable, "-m", "celery_agents.cli", "beat"]
     else:
         argv = [sys.executable, "-m", "celery", "-A", "celery_agents.workers.app", "worker"]
     done = subprocess.run(
@@ -206,8 +214,9 @@ def test_a_worker_with_an_invalid_manifest_exits_at_start_with_one_line(
     )
     assert done.returncode == 1
     assert "ready" not in done.stdout + done.stderr
+    assert "is starting" not in done.stdout + done.stderr  # the beat's banner
     assert "Traceback" not in done.stderr
-    errors = [line for line in done.stderr.splitlines() if "celery-agents worker:" in line]
+    errors = [line for line in done.stderr.splitlines() if named in line]
     assert len(errors) == 1 and named in errors[0], done.stderr
 
 

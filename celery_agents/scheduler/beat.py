@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from celery import beat
 
 from ..config.manifest import AgentsManifest
 from ..config.settings import Settings, shown_url
-from ..errors import RunError
+from ..errors import CeleryAgentsError, RunError
 from ..events import MemberFailed
 from ..keys import Keys
 from ..streaming.publisher import SyncEventPublisher
@@ -67,10 +68,19 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
 
     def setup_schedule(self) -> None:
-        """Celery's own schedule stays empty; the manifest's schedules become entries."""
+        """Celery's own schedule stays empty; the manifest's schedules become entries.
+
+        A manifest that does not load ends the beat here, with its error in one line and exit
+        status 1 (Celery's beat logs any ``Exception`` with a traceback; ``SystemExit`` it
+        lets through)."""
         manifest_path = self.settings.manifest
         if manifest_path:
-            manifest = AgentsManifest.from_yaml(manifest_path)
+            try:
+                manifest = AgentsManifest.from_yaml(manifest_path)
+            except CeleryAgentsError as exc:
+                sys.stderr.write(f"celery-agents beat: {exc}\n")
+                sys.stderr.flush()
+                raise SystemExit(1) from None
             sync_manifest_schedules(self.entries, manifest, self.settings, time.time())
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
