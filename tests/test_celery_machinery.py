@@ -24,6 +24,7 @@ from celery.result import AsyncResult
 
 from celery_agents import Agent, ChatMessage, ModelError, Settings
 from celery_agents.embedded.worker import WorkerProcess
+from celery_agents.testing.scripted_server import ScriptedModelServer
 from celery_agents.tasks.app import create_app
 
 pytestmark = pytest.mark.usefixtures("agents")
@@ -155,6 +156,24 @@ async def test_task_failure_carries_the_model_error(signal_log: Path) -> None:
         "task_failure",
         "task_postrun",
     ]
+
+
+async def test_a_run_waiting_for_its_tenants_slot_is_a_celery_retry(
+    signal_log: Path, scripted_model: ScriptedModelServer
+) -> None:
+    # Tenant "small" runs at most 2 at once: the third run goes back to the broker as a
+    # Celery retry (RETRY in Flower), then runs.
+    scripted_model.latency = 0.5
+    handles = [
+        await Agent("c", "scripted:capped").submit(f"c{i}", store_history=False, tenant="small")
+        for i in range(3)
+    ]
+    for handle in handles:
+        await handle.result()
+    retried = {r["task_id"] for r in read_lines(signal_log) if r["signal"] == "task_retry"}
+    assert retried and retried <= {h.run_id for h in handles}
+    for run_id in retried:
+        assert until(lambda r=run_id: signals_of(signal_log, r)[-2:] == TRACED[-2:])
 
 
 async def test_results_are_stored_for_a_run_a_team_and_a_team_run(results_app: Celery) -> None:
