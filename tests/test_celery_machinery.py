@@ -24,8 +24,8 @@ from celery.result import AsyncResult
 
 from celery_agents import Agent, ChatMessage, ModelError, Settings
 from celery_agents.embedded.worker import WorkerProcess
-from celery_agents.testing.scripted_server import ScriptedModelServer
 from celery_agents.tasks.app import create_app
+from celery_agents.testing.scripted_server import ScriptedModelServer
 
 pytestmark = pytest.mark.usefixtures("agents")
 
