@@ -45,6 +45,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # Issue 8's table, ours vs the bare engine; BENCH_QUICK=1 for a short sanity run.
 bench: $(STAMP)

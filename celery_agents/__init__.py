@@ -14,11 +14,13 @@ _EXPORTS = {
     "BackgroundRun": "facade",
     "BackgroundStats": "facade",
     "RunHandle": "facade",
+    "RunOptions": "facade",
     "RunStream": "facade",
     "Team": "facade",
     "TeamRun": "facade",
     "TextChunk": "facade",
     "configure": "facade",
+    "team_from_manifest": "facade",
     "AgentsManifest": "config",
     "Settings": "config",
     "AgentResponse": "messages",
@@ -64,6 +66,7 @@ __all__ = [
     "RunCancelled",
     "RunError",
     "RunHandle",
+    "RunOptions",
     "RunRecord",
     "RunStream",
     "RunTimeout",
@@ -81,6 +84,7 @@ __all__ = [
     "Usage",
     "UserError",
     "configure",
+    "team_from_manifest",
     "tool",
 ]
 
@@ -124,11 +128,13 @@ if TYPE_CHECKING:
         BackgroundRun,
         BackgroundStats,
         RunHandle,
+        RunOptions,
         RunStream,
         Team,
         TeamRun,
         TextChunk,
         configure,
+        team_from_manifest,
     )
     from .jobs import Job
     from .messages import AgentResponse, ChatMessage, Talk, Usage

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from .errors import CeleryAgentsError, RunCancelled, RunError, UserError
 from .keys import Keys
+from .text import as_text
 
 KEEP_SECONDS = 7 * 86400
 KEEP_COUNT = 10_000
@@ -54,7 +55,7 @@ async def listing(client: aioredis.Redis, keys: Keys, limit: int = 100) -> list[
     ids = await client.lrange(keys.dead_letters(), 0, limit - 1)
     records = []
     for raw_id in ids:
-        raw = await client.get(keys.dead_letter(_text(raw_id)))
+        raw = await client.get(keys.dead_letter(as_text(raw_id)))
         if raw is not None:
             records.append(json.loads(raw))
     return records
@@ -73,7 +74,3 @@ async def forget(client: aioredis.Redis, keys: Keys, run_id: str) -> None:
         pipe.delete(keys.dead_letter(run_id))
         pipe.lrem(keys.dead_letters(), 0, run_id)
         await pipe.execute()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -8,21 +8,20 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from .config.manifest import AgentsManifest
-from .config.settings import Settings
 from .errors import UserError
-from .facade import Agent, Team, TeamRun
+from .facade import Agent, Team, TeamRun, team_from_manifest
+from .facade.client import get_client
 
 
 def _target(name: str) -> Agent | Team | TeamRun:
-    settings = Settings()
+    client = get_client()  # the facade's settings and manifest, read once for the process
+    settings, manifest = client.settings, client.manifest
     if settings.manifest is None:
         raise UserError("set CELERY_AGENTS_MANIFEST to the YAML that declares your agents")
-    manifest = AgentsManifest.from_yaml(settings.manifest)
     if name in manifest.agents:
-        return manifest.get_agent(name)
+        return Agent.from_manifest(manifest, name)
     if name in manifest.teams:
-        return manifest.get_team(name)
+        return team_from_manifest(manifest, name)
     known = ", ".join(sorted({*manifest.agents, *manifest.teams})) or "none"
     raise UserError(f"no agent or team {name!r} in {settings.manifest} (known: {known})")
 

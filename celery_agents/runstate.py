@@ -13,6 +13,7 @@ from typing import Any, Literal, cast
 
 from .errors import CeleryAgentsError, RunCancelled, RunTimeout
 from .keys import Keys
+from .text import as_text
 
 RunStatus = Literal["unknown", "queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
 
@@ -50,7 +51,7 @@ class RunRecord:
 
     @classmethod
     def from_hash(cls, run_id: str, raw: dict[Any, Any]) -> RunRecord:
-        data = {_text(k): _text(v) for k, v in raw.items()}
+        data = {as_text(k): as_text(v) for k, v in raw.items()}
         if not data:
             return cls(run_id)
         return cls(
@@ -65,7 +66,3 @@ class RunRecord:
                 if k.endswith("_at") and k != "heartbeat_at"
             },
         )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

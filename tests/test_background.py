@@ -220,3 +220,18 @@ async def test_an_entry_that_cannot_fire_does_not_stop_the_beat(stack: StackFact
         client.srem(keys.background_index(), "corrupt")
         client.zrem(keys.schedule(), "corrupt")
         client.close()
+
+
+async def test_a_background_run_with_a_key_is_started_once(shared_stack: Stack) -> None:
+    key = f"nightly-{time.monotonic_ns()}"
+    first = await Agent("keyed", "test:echo").run_in_background(
+        "x", max_count=2, interval=0.1, idempotency_key=key
+    )
+    again = await Agent("keyed", "test:echo").run_in_background(
+        "x", max_count=2, interval=0.1, idempotency_key=key
+    )
+    assert again.id == first.id
+    await first.wait()
+    await again.wait()
+    assert first.message_count == again.message_count == 2
+    assert (entry(shared_stack, first.id).started, entry(shared_stack, first.id).finished) == (2, 2)

@@ -66,8 +66,8 @@ async def test_unknown_tool_is_refused_before_queueing(scripted_model: ScriptedM
 def test_unknown_agent_in_the_manifest_names_the_known_ones() -> None:
     manifest = AgentsManifest.from_text("agents: {a1: {model: 'test:echo'}}", source="m.yaml")
     with pytest.raises(UnknownAgentError, match="unknown agent 'zz' in m.yaml.*known: a1"):
-        manifest.get_agent("zz")
-    assert manifest.get_agent("a1").model == "test:echo"
+        Agent.from_manifest(manifest, "zz")
+    assert Agent.from_manifest(manifest, "a1").model == "test:echo"
 
 
 @pytest.mark.parametrize("prompts", [("",), ("   ",), ()])

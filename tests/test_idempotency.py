@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from celery_agents import Agent, ChatMessage, Settings
+from celery_agents import Agent, ChatMessage, Settings, UserError
 from celery_agents.testing.scripted_server import Reply, ScriptedModelServer
 
 pytestmark = pytest.mark.usefixtures("agents")
@@ -58,3 +58,36 @@ async def test_a_key_used_again_later_returns_the_first_result(
     assert scripted_model.request_count == 1
     other = await agent.run("one", idempotency_key=key + "-b")
     assert other.run_id != first.run_id and scripted_model.request_count == 2
+
+
+async def test_a_team_run_with_a_key_returns_the_same_run_for_the_same_key(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    key = f"team-{uuid.uuid4().hex[:6]}"
+    team = Agent("left", "scripted:m") & Agent("right", "scripted:m")
+    first = await team.run("review", idempotency_key=key)
+    again = await team.run("review", idempotency_key=key)
+    handle = await team.submit("review", idempotency_key=key)
+    streamed = [m async for m in team.run_iter("review", idempotency_key=key)]
+    assert again == first == await handle.result() and handle.run_id == first.run_id
+    assert [m.run_id for m in streamed] == [m.run_id for m in first.associated_messages]
+    assert scripted_model.request_count == 2  # one call per member, once
+
+
+async def test_a_teamrun_stream_with_a_key_follows_the_first_run(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    key = f"chain-{uuid.uuid4().hex[:6]}"
+    chain = Agent("first", "scripted:m") | Agent("second", "test:echo")
+    handle = await chain.submit("draft", idempotency_key=key)
+    done = await handle.result()
+    async with chain.run_stream("draft", idempotency_key=key) as stream:
+        again = await stream.get_message()
+    assert stream.run_id == handle.run_id and again == done
+    assert scripted_model.request_count == 1
+
+
+async def test_one_key_for_several_agent_runs_is_refused() -> None:
+    with pytest.raises(UserError, match="an idempotency_key names one run"):
+        async for _ in Agent("a", "test:echo").run_iter("p1", "p2", idempotency_key="k"):
+            pass

@@ -23,6 +23,7 @@ from celery_agents import (
     TeamRun,
     TeamRunError,
     UserError,
+    team_from_manifest,
 )
 from celery_agents.embedded.worker import WorkerProcess
 from celery_agents.events import MemberFailed, MessageEvent, RunDone, TalkEvent, TextDelta
@@ -237,7 +238,7 @@ async def test_cost_rolls_up_over_the_team() -> None:
 
 async def test_teams_from_the_manifest(agents: Settings) -> None:
     manifest = AgentsManifest.from_yaml(agents.manifest or "")
-    pipeline = manifest.get_team("pipeline")
+    pipeline = team_from_manifest(manifest, "pipeline")
     assert isinstance(pipeline, TeamRun)
     reviewers = pipeline.members[0]
     assert isinstance(reviewers, Team) and reviewers.shared_prompt == "Be brief."
@@ -319,3 +320,14 @@ async def test_a_teamruns_stages_share_its_timeout(scripted_model: ScriptedModel
         await TeamRun(stages).run("go", timeout=2, store_history=False)
     assert "timed out" in str(raised.value)
     assert len([r for r in scripted_model.requests if r.model == "stage"]) == 2
+
+
+async def test_a_team_given_a_conversation_continues_it_in_every_member() -> None:
+    a, b = Agent("ca", "test:echo"), Agent("cb", "test:echo")
+    conversation = f"shared-{time.monotonic_ns()}"
+    await (a & b).run("in parallel", conversation_id=conversation)
+    await (a | b).run("in order", conversation_id=conversation)
+    history = await a.get_history(conversation)
+    assert len(history) == 8  # a user and an assistant message per member run
+    assert [m.content for m in history if m.role == "user"].count("in parallel") == 2
+    assert await a.get_history() == [] and await b.get_history() == []

@@ -19,8 +19,10 @@ from celery_agents import (
 )
 from celery_agents.config.manifest import AgentSpec
 from celery_agents.embedded.worker import WorkerProcess
+from celery_agents.facade.bridge import on_io
 from celery_agents.facade.client import get_client
 from celery_agents.tasks.payload import RunPayload
+from celery_agents.tenants import today
 from celery_agents.testing.scripted_server import Reply, ScriptedModelServer
 from tests.support.models import Finding
 
@@ -179,3 +181,35 @@ async def test_a_tenants_slot_lasts_while_its_run_goes_on_past_a_slot_lease(
     assert [m.content for m in await asyncio.gather(*runs)] == ["long"] * 4
     arrived = sorted(r.received_at for r in scripted_model.requests if r.model == "long")
     assert arrived[2] - arrived[0] >= 2.5  # the third waited for a slot to be released
+
+
+async def tokens_spent_today(tenant: str) -> int:
+    client = get_client()
+    raw = await on_io(client.redis.get(client.keys.tenant_tokens(tenant, today())))
+    return int(raw or 0)
+
+
+async def test_a_team_run_sync_with_a_tenant_is_charged_to_that_tenant(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    scripted_model.script(Reply("a", usage=(10, 5)), model="s1")
+    scripted_model.script(Reply("b", usage=(20, 5)), model="s2")
+    before = await tokens_spent_today("other")
+    team = Agent("s1", "scripted:s1") & Agent("s2", "scripted:s2")
+    assert team.run_sync("x", tenant="other", store_history=False).content == ["a", "b"]
+    assert await tokens_spent_today("other") == before + 40
+    with pytest.raises(UserError, match="unknown tenant 'nobody'"):
+        team.run_sync("x", tenant="nobody", queue="elsewhere", priority=9)
+
+
+async def test_an_agent_stream_with_a_tenant_is_charged_to_that_tenant(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    scripted_model.script(Reply("streamed", usage=(7, 3)))
+    before = await tokens_spent_today("other")
+    async with Agent("s", "scripted:m").run_stream("x", tenant="other") as stream:
+        assert "".join([chunk async for chunk in stream.stream()]) == "streamed"
+    assert await tokens_spent_today("other") == before + 10
+    with pytest.raises(UserError, match="unknown tenant 'nobody'"):
+        async with Agent("s", "scripted:m").run_stream("x", tenant="nobody"):
+            pass

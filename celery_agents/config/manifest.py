@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,10 +17,6 @@ from ..output import OutputSpec
 from ..validation import field_errors
 from .model_refs import BUILTIN_PROVIDERS, is_builtin_provider, unknown_provider
 from .model_refs import parse_model_ref as parse_model_ref  # its home before model_refs
-
-if TYPE_CHECKING:
-    from ..facade.agent import Agent
-    from ..facade.team import Team, TeamRun
 
 
 class _Strict(BaseModel):
@@ -270,35 +266,6 @@ class AgentsManifest(_Strict):
                 f"unknown agent {name!r} in {self.source or 'the manifest'} (known: {known})",
                 agent=name,
             ) from None
-
-    def get_agent(self, name: str) -> Agent:
-        """An ``Agent`` built from the manifest entry ``name``."""
-        from ..facade.agent import Agent  # the facade sits above config; import on use
-
-        return Agent.from_spec(self.agent_spec(name))
-
-    def get_team(self, name: str) -> Team | TeamRun:
-        """The ``Team`` (mode parallel) or ``TeamRun`` (mode sequential) named ``name``."""
-        from ..facade.team import Team, TeamRun
-
-        def build(team_name: str, path: tuple[str, ...]) -> Team | TeamRun:
-            if team_name in path:
-                cycle = " -> ".join([*path, team_name])
-                raise ConfigError(f"{self.source or 'manifest'}: teams.{team_name}: cycle {cycle}")
-            spec = self.teams.get(team_name)
-            if spec is None:
-                known = ", ".join(sorted(self.teams)) or "none"
-                raise UnknownAgentError(
-                    f"unknown team {team_name!r} (known: {known})", team=team_name
-                )
-            members = [
-                self.get_agent(m) if m in self.agents else build(m, (*path, team_name))
-                for m in spec.members
-            ]
-            kind = Team if spec.mode == "parallel" else TeamRun
-            return kind(members, name=team_name, shared_prompt=spec.shared_prompt)
-
-        return build(name, ())
 
 
 # SmolLM2-135M reads text only; our llama.cpp server gives it a 4,096-token context.

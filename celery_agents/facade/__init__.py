@@ -4,6 +4,8 @@ from .agent import Agent
 from .background import BackgroundRun, BackgroundStats
 from .client import configure
 from .handle import RunHandle
+from .manifest import team_from_manifest
+from .options import RunOptions
 from .stream import RunStream, TextChunk
 from .team import Team, TeamRun
 
@@ -12,9 +14,11 @@ __all__ = [
     "BackgroundRun",
     "BackgroundStats",
     "RunHandle",
+    "RunOptions",
     "RunStream",
     "Team",
     "TeamRun",
     "TextChunk",
     "configure",
+    "team_from_manifest",
 ]

@@ -10,39 +10,26 @@ async with agent.run_stream("analyze") as stream:
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from ..config.manifest import AgentsManifest, AgentSpec, ModelSettings, parse_model_ref
-from ..errors import UnknownProviderError, UnknownToolError, UserError
+from ..errors import UnknownProviderError, UserError
+from ..events import Event, RunDone
 from ..jobs import Job
 from ..messages import ChatMessage
 from ..output import OutputSpec, import_type
-from ..streaming.hub import RunWatch
-from ..tasks.names import RUN_AGENT
-from ..tasks.payload import RunPayload
-from ..tasks.tree import MAX_NAME
-from ..tasks.wire import DEFAULT_PRIORITY, Limits, Route, RunMessage
-from ..tenants import check_budget
-from ..tools import REGISTRY
+from ..tasks.tree import MAX_NAME, AgentNode
 from ..validation import field_errors
-from .background import BackgroundMixin, BackgroundStats
-from .bridge import on_io, run_sync
-from .client import AgentsClient, get_client
-from .follow import WAIT_GRACE, wait_message
-from .handle import RunHandle
-from .stream import RunStream
-from .typed import typed
-
-if TYPE_CHECKING:
-    from .team import Member, Team, TeamRun
-
-P = TypeVar("P", bound=RunMessage)
+from .bridge import on_io
+from .client import get_client
+from .options import join_prompts
+from .team import Member
 
 
-class Agent(BackgroundMixin):
+class Agent(Member):
     """An agent definition plus its own conversation (``conversation_id``)."""
 
     def __init__(
@@ -94,6 +81,14 @@ class Agent(BackgroundMixin):
             output_type=spec.output_type,
         )
 
+    @classmethod
+    def from_manifest(
+        cls, manifest: AgentsManifest, name: str, *, conversation_id: str | None = None
+    ) -> Agent:
+        """The agent the manifest declares as ``name`` (``UnknownAgentError`` naming the
+        known ones if it declares none)."""
+        return cls.from_spec(manifest.agent_spec(name), conversation_id=conversation_id)
+
     @property
     def name(self) -> str:
         return self.spec.name
@@ -104,183 +99,6 @@ class Agent(BackgroundMixin):
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r}, model={self.model!r})"
-
-    # -- running -------------------------------------------------------------------------
-
-    async def run(
-        self,
-        *prompts: str,
-        store_history: bool = True,
-        model: str | None = None,
-        conversation_id: str | None = None,
-        timeout: float | None = None,
-        queue: str | None = None,
-        priority: int = DEFAULT_PRIORITY,
-        idempotency_key: str | None = None,
-        tenant: str | None = None,
-    ) -> ChatMessage:
-        """Run once on a worker; returns the assistant's message (prompts joined as one).
-
-        With ``idempotency_key``, a second call with the same key (from any process, while the
-        first run's result is kept) returns that run's result instead of running again.
-        """
-        payload = self._payload(
-            join_prompts(prompts),
-            store_history,
-            model,
-            conversation_id,
-            timeout,
-            route=route_of(queue, priority),
-            tenant=tenant,
-        )
-        running = _run(payload, idempotency_key)
-        del payload  # sent, it is not kept while the run goes (a client may wait on thousands)
-        return typed(await on_io(running), self.output_class)
-
-    async def run_job(
-        self,
-        job: Job,
-        *,
-        values: Mapping[str, Any] | None = None,
-        store_history: bool = True,
-        include_agent_tools: bool = True,
-        model: str | None = None,
-        conversation_id: str | None = None,
-        timeout: float | None = None,
-    ) -> ChatMessage:
-        """Run ``job`` (its prompt filled with ``values``); ``content`` is an instance of its
-        ``required_return_type``. Its requirements are checked before anything is queued."""
-        spec = self.job_spec(job, include_agent_tools=include_agent_tools, model=model)
-        payload = self._payload(
-            job.render(values), store_history, model, conversation_id, timeout, spec=spec
-        )
-        return typed(await on_io(_run(payload)), job.output_class() or self.output_class)
-
-    def run_sync(
-        self,
-        *prompts: str,
-        store_history: bool = True,
-        model: str | None = None,
-        conversation_id: str | None = None,
-        timeout: float | None = None,
-        queue: str | None = None,
-        priority: int = DEFAULT_PRIORITY,
-        idempotency_key: str | None = None,
-        tenant: str | None = None,
-    ) -> ChatMessage:
-        """``run`` for synchronous code; also works inside a running event loop."""
-        return run_sync(
-            self.run(
-                *prompts,
-                store_history=store_history,
-                model=model,
-                conversation_id=conversation_id,
-                timeout=timeout,
-                queue=queue,
-                priority=priority,
-                idempotency_key=idempotency_key,
-                tenant=tenant,
-            )
-        )
-
-    async def run_iter(
-        self,
-        *prompts: str,
-        store_history: bool = True,
-        model: str | None = None,
-        conversation_id: str | None = None,
-        timeout: float | None = None,
-    ) -> AsyncIterator[ChatMessage]:
-        """One run per prompt, in order (a ``str`` is one prompt)."""
-        for prompt in prompts:
-            yield await self.run(
-                prompt,
-                store_history=store_history,
-                model=model,
-                conversation_id=conversation_id,
-                timeout=timeout,
-            )
-
-    def run_stream(
-        self,
-        *prompts: str,
-        store_history: bool = True,
-        model: str | None = None,
-        conversation_id: str | None = None,
-        timeout: float | None = None,
-    ) -> RunStream:
-        """``async with agent.run_stream(p) as s:`` then ``s.stream()`` yields text deltas."""
-        payload = self._payload(
-            join_prompts(prompts), store_history, model, conversation_id, timeout
-        )
-        return RunStream(
-            lambda: start_run(payload),
-            run_id=payload.run_id,
-            name=self.name,
-            timeout=payload.timeout,
-            convert=lambda message: typed(message, self.output_class),
-        )
-
-    async def submit(
-        self,
-        *prompts: str,
-        store_history: bool = True,
-        model: str | None = None,
-        conversation_id: str | None = None,
-        timeout: float | None = None,
-        queue: str | None = None,
-        priority: int = DEFAULT_PRIORITY,
-        idempotency_key: str | None = None,
-        tenant: str | None = None,
-    ) -> RunHandle:
-        """Queue a run and return at once with its ``RunHandle``. ``queue`` routes it to the
-        workers consuming that queue; ``priority`` 9 overtakes everything waiting below it."""
-        payload = self._payload(
-            join_prompts(prompts),
-            store_history,
-            model,
-            conversation_id,
-            timeout,
-            route=route_of(queue, priority),
-            tenant=tenant,
-        )
-        client = get_client()
-
-        async def go() -> str:  # one hop to the I/O loop for all of it
-            await admit(client, payload.agent.name, set(payload.agent.tools), tenant)
-            if idempotency_key:
-                owner = await client.claim(idempotency_key, payload.run_id)
-                if owner != payload.run_id:
-                    return owner
-            await client.enqueue(payload)
-            if idempotency_key:
-                await client.confirm(idempotency_key)
-            return payload.run_id
-
-        return RunHandle(await on_io(go()), timeout=payload.timeout)
-
-    async def run_in_background(
-        self,
-        *prompts: str,
-        max_count: int | None = None,
-        interval: float = 1.0,
-        block: bool = False,
-        store_history: bool = True,
-        model: str | None = None,
-        timeout: float | None = None,
-    ) -> BackgroundStats:
-        """Run on the beat: a run, then ``interval`` seconds, then the next; exactly
-        ``max_count`` runs (None: until ``cancel()``). ``block`` returns when it is done."""
-        payload = self._payload(join_prompts(prompts), store_history, model, None, timeout)
-        await on_io(check_tools(get_client(), self.name, set(payload.agent.tools)))
-        return await self._start_background(
-            RUN_AGENT,
-            payload.model_dump(mode="json"),
-            max_count=max_count,
-            interval=interval,
-            timeout=payload.timeout,
-            block=block,
-        )
 
     # -- history -------------------------------------------------------------------------
 
@@ -325,95 +143,27 @@ class Agent(BackgroundMixin):
             update["output_type"] = job.output_spec()
         return spec.model_copy(update=update)
 
-    def __and__(self, other: Member) -> Team:
-        from .team import Team
-
-        return Team.join(self, other)
-
-    def __or__(self, other: Member) -> TeamRun:
-        from .team import TeamRun
-
-        return TeamRun.join(self, other)
-
-    def _payload(
+    def to_node(
         self,
-        prompt: str,
-        store_history: bool,
-        model: str | None,
-        conversation_id: str | None,
-        timeout: float | None,
+        model: str | None = None,
+        job: Job | None = None,
         *,
-        spec: AgentSpec | None = None,
-        route: Route | None = None,
-        tenant: str | None = None,
-    ) -> RunPayload:
-        return within_limits(
-            RunPayload(
-                route=route or Route(),
-                tenant=tenant,
-                run_id=uuid.uuid4().hex,
-                agent=spec or self.resolved_spec(model),
-                prompt=prompt,
-                conversation_id=conversation_id or self.conversation_id,
-                store_history=store_history,
-                timeout=run_timeout(timeout),
-            )
+        include_agent_tools: bool = True,
+        final: bool = True,
+        conversation_id: str | None = None,
+    ) -> AgentNode:
+        spec = (
+            self.job_spec(job, include_agent_tools=include_agent_tools, model=model, final=final)
+            if job is not None
+            else self.resolved_spec(model)
         )
+        return AgentNode(agent=spec, conversation_id=conversation_id or self.conversation_id)
 
+    def _runs(self, prompts: tuple[str, ...]) -> list[str]:
+        return [join_prompts((prompt,)) for prompt in prompts]  # one run per prompt
 
-async def _run(payload: RunPayload, idempotency_key: str | None = None) -> ChatMessage:
-    wait = payload.timeout + WAIT_GRACE
-    client = get_client()
-    if idempotency_key:
-        owner = await client.claim(idempotency_key, payload.run_id)
-        if owner != payload.run_id:  # someone ran it already, or runs it now: attach
-            return await wait_message(await client.watch(owner), wait)
-    watch = await start_run(payload)
-    del payload  # not held while waiting
-    if idempotency_key:
-        try:
-            await client.confirm(idempotency_key)
-        except BaseException:
-            await watch.close()
-            raise
-    return await wait_message(watch, wait)
-
-
-async def start_run(payload: RunPayload) -> RunWatch:
-    """Check the run's tools, subscribe, send (on the I/O loop)."""
-    client = get_client()
-    await admit(client, payload.agent.name, set(payload.agent.tools), payload.tenant)
-    return await client.start(payload)
-
-
-async def admit(client: AgentsClient, who: str, tools: set[str], tenant: str | None) -> None:
-    """Refused here, before anything is queued: tools no one can run, a tenant over budget."""
-    await check_tools(client, who, tools)
-    if tenant is not None:
-        await check_budget(client.redis, client.keys, client.manifest, tenant)
-
-
-async def check_tools(client: AgentsClient, who: str, wanted: set[str]) -> None:
-    """Refuse tool names no one can run: not in the manifest, here, or on a live worker."""
-    if not wanted:
-        return
-    known = set(client.manifest.tools) | REGISTRY.names()
-    if wanted - known:
-        known |= await client.worker_tools()
-    missing = sorted(wanted - known)
-    if missing:
-        raise UnknownToolError(
-            f"{who!r}: unknown tool(s) {', '.join(missing)}: not in the manifest, not "
-            "registered here, and not offered by any live worker",
-            tools=missing,
-        )
-
-
-def route_of(queue: str | None, priority: int) -> Route:
-    try:
-        return Route(queue=queue, priority=priority)
-    except ValidationError as exc:
-        raise UserError(f"routing: {field_errors(exc)}") from None
+    def _yields(self, event: Event) -> ChatMessage | None:
+        return event.message if isinstance(event, RunDone) else None
 
 
 def check_job(job: Job, model: str, manifest: AgentsManifest) -> None:
@@ -447,28 +197,3 @@ def output_class_of(output_type: Any) -> type[BaseModel] | None:
     if isinstance(output_type, type) and issubclass(output_type, BaseModel):
         return output_type
     raise UserError(f"output_type must be a pydantic model class, got {output_type!r}")
-
-
-def within_limits(payload: P) -> P:
-    """``payload``, refused (``InvalidPayloadError``) before sending if it is over the
-    configured prompt or message size limits; every run the facade starts passes here."""
-    payload.check_limits(Limits.of(get_client().settings))
-    return payload
-
-
-def run_timeout(timeout: float | None) -> float:
-    if timeout is not None and timeout <= 0:
-        raise UserError(f"timeout must be positive, got {timeout}")
-    return timeout or get_client().settings.run_timeout
-
-
-def join_prompts(prompts: tuple[str, ...]) -> str:
-    if not prompts:
-        raise UserError("a run needs a prompt")
-    for prompt in prompts:
-        if not isinstance(prompt, str):
-            raise UserError(f"prompts must be str, got {type(prompt).__name__}")
-    text = "\n\n".join(prompts)
-    if not text.strip():
-        raise UserError("the prompt is empty")
-    return text

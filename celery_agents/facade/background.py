@@ -22,6 +22,7 @@ from ..events import MemberFailed, MessageEvent, RunDone, RunFailed, is_terminal
 from ..messages import ChatMessage, Usage
 from ..scheduler.entries import Entries, Entry, EntryTemplate, ttl_until
 from ..streaming.hub import RunWatch
+from ..text import as_text
 from .bridge import on_io, run_sync
 from .client import get_client
 
@@ -198,6 +199,7 @@ class BackgroundMixin:
         interval: float,
         timeout: float,
         block: bool,
+        idempotency_key: str | None = None,
     ) -> BackgroundStats:
         if self.is_running and self._background is not None:
             raise UserError(
@@ -218,24 +220,31 @@ class BackgroundMixin:
             max_count=max_count,
             timeout=timeout,
         )
-        stats = await on_io(_create(template))
+        stats = await on_io(_create(template, idempotency_key))
         self._background = stats
         if block:
             await stats.wait()
         return stats
 
 
-async def _create(template: EntryTemplate) -> BackgroundStats:
+async def _create(template: EntryTemplate, idempotency_key: str | None) -> BackgroundStats:
+    """A new entry, followed; with a key another call claimed, that call's entry."""
     client = get_client()
     if not await client.beat_alive():
         raise UserError(_NO_BEAT)
     entry_id = uuid.uuid4().hex
+    if idempotency_key:
+        owner = await client.claim(idempotency_key, entry_id)
+        if owner != entry_id:
+            return await _attach(owner)
     stats = BackgroundStats(entry_id, template.name, template.max_count)
     watch = await client.hub.watch(entry_id, replay=False)  # subscribed before anything fires
     now = time.time()
     await Entries(client.redis, client.keys).create(
         entry_id, template, now, ttl_until(now, now, template.timeout, client.settings.result_ttl)
     )
+    if idempotency_key:
+        await client.confirm(idempotency_key)
     stats._pump = asyncio.create_task(stats._follow(watch))
     return stats
 
@@ -257,7 +266,7 @@ async def _cancel(entry_id: str) -> RunCancelled | None:
     outcome = await Entries(client.redis, client.keys).cancel(entry_id, client.settings.result_ttl)
     if outcome is None:
         raise UserError(f"no background run {entry_id!r}")
-    state, inflight = (_text(v) for v in outcome)
+    state, inflight = (as_text(v) for v in outcome)
     if state not in ("active", "paused"):
         return None  # it had ended already
     if inflight:
@@ -265,7 +274,3 @@ async def _cancel(entry_id: str) -> RunCancelled | None:
     error = RunCancelled(f"background run {entry_id} was cancelled", entry=entry_id)
     await client.publisher.publish(RunFailed(run_id=entry_id, error=error.to_json()))
     return error
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

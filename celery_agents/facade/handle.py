@@ -9,6 +9,7 @@ from ..events import Event, RunDone, RunFailed, RunStarted
 from ..messages import ChatMessage
 from ..runstate import RunRecord, RunStatus, final_state
 from ..streaming.replay import read_replay
+from ..text import as_text
 from .bridge import iterate_on_io, on_io, run_sync
 from .client import get_client
 from .follow import WAIT_GRACE, follow, wait_message
@@ -81,8 +82,7 @@ class RunHandle:
         async def read() -> RunStatus:
             record = await client.redis.hget(client.keys.run_state(self.run_id), "state")
             if record is not None:
-                state = record.decode() if isinstance(record, bytes) else str(record)
-                return cast(RunStatus, state)
+                return cast(RunStatus, as_text(record))
             return _from_events(await read_replay(client.redis, client.keys, self.run_id))
 
         return await on_io(read())

@@ -56,6 +56,9 @@ class RunStream:
 
     async def __aenter__(self) -> RunStream:
         self._watch = await on_io(self._start())
+        if self._watch.run_id != self.run_id:  # an idempotency key's first run, followed
+            self.run_id = self._watch.run_id
+            self._state = RunState(self.run_id)
         self._events = iterate_on_io(follow(self._watch, self._timeout + WAIT_GRACE))
         return self
 

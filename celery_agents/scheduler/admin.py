@@ -9,6 +9,7 @@ import redis
 from ..config.settings import Settings
 from ..errors import UserError
 from ..keys import Keys
+from ..text import as_text
 from .entries import Entries, Entry, ttl_until
 
 
@@ -29,7 +30,7 @@ def list_entries() -> list[tuple[str, ...]]:
     now = time.time()
     rows: list[tuple[str, ...]] = []
     for raw_id in sorted(entries.client.smembers(entries.keys.background_index())):
-        entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+        entry_id = as_text(raw_id)
         entry = Entry.from_hash(entry_id, entries.read(entry_id))
         if entry.state == "unknown":  # ended and expired: its id no longer belongs here
             entries.client.srem(entries.keys.background_index(), entry_id)
@@ -64,4 +65,4 @@ def pause_or_resume(entry_id: str, action: str) -> str:
     now = time.time()
     ttl = ttl_until(now, now, entry.timeout, Settings().result_ttl)
     state = entries.pause_resume(entry_id, action, now, ttl)
-    return f"{entry_id}: {state.decode() if isinstance(state, bytes) else state}"
+    return f"{entry_id}: {as_text(state)}"

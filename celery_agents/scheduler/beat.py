@@ -33,6 +33,7 @@ from ..keys import Keys
 from ..streaming.publisher import SyncEventPublisher
 from ..tasks.app import create_client_app
 from ..tasks.wire import Route
+from ..text import as_text
 from . import scripts
 from .entries import Entries, Entry, end_event, ttl_until
 from .manifest_schedules import sync_manifest_schedules
@@ -102,7 +103,7 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
             return LOCK_TTL / 3
         self.redis.set(self.keys.beat_alive(), self.token, px=int(LOCK_TTL * 1000))
         for raw_id in self.redis.zrangebyscore(self.keys.schedule(), "-inf", now, start=0, num=200):
-            entry_id = _text(raw_id)
+            entry_id = as_text(raw_id)
             if not self._guarded(self._fire, entry_id, now):  # put off, not retried at once
                 self.redis.zadd(self.keys.schedule(), {entry_id: now + BAD_ENTRY_DELAY})
         if now >= self.next_watchdog:
@@ -148,7 +149,7 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
         its worker: count it failed and tell the entry's followers; a redelivery of it is
         refused (cancelled), so it cannot run beside the runs that come after it."""
         for raw_id in self.redis.smembers(self.keys.background_index()):
-            self._guarded(self._check_lost, _text(raw_id), now)
+            self._guarded(self._check_lost, as_text(raw_id), now)
 
     def _check_lost(self, entry_id: str, now: float) -> None:
         entry = Entry.from_hash(entry_id, self.redis.hgetall(self.keys.background(entry_id)))
@@ -173,7 +174,7 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
     def _count_lost(self, entry: Entry, run_id: str, now: float) -> None:
         error = RunError(f"run {run_id} of {entry.name!r} was lost with its worker")
         due = entry.next_due(now)
-        outcome = _text(
+        outcome = as_text(
             self.entries.complete(
                 entry.id,
                 run_id,
@@ -211,7 +212,3 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
     def info(self) -> str:
         url = shown_url(self.settings.redis_url)
         return f"    . redis -> {url} (entries under {self.keys.prefix}:bg:*)"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

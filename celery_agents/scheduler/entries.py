@@ -19,6 +19,7 @@ from ..errors import RunError
 from ..events import RunDone, RunFailed
 from ..keys import Keys
 from ..messages import ChatMessage
+from ..text import as_text
 from . import scripts
 from .cron import next_fire
 
@@ -81,7 +82,7 @@ class Entry:
 
     @classmethod
     def from_hash(cls, entry_id: str, raw: dict[Any, Any]) -> Entry:
-        h = {_text(k): _text(v) for k, v in raw.items()}
+        h = {as_text(k): as_text(v) for k, v in raw.items()}
         return cls(
             id=entry_id,
             name=h.get("name", entry_id),
@@ -226,7 +227,3 @@ class Entries:
 
     def read(self, entry_id: str) -> Any:
         return self.client.hgetall(self.keys.background(entry_id))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -15,6 +15,7 @@ from ..config.settings import Settings
 from ..tasks.names import RUN_AGENT, RUN_TEAM
 from ..tasks.payload import RunPayload
 from ..tasks.tree import AgentNode, ChainNode, TeamNode, TreePayload
+from ..text import as_text
 from .entries import Entries, Entry, EntryTemplate, due_after, ttl_until
 
 log = logging.getLogger("celery_agents.beat")
@@ -75,7 +76,7 @@ def sync_manifest_schedules(
         entries.create(entry_id, template, due, ttl_until(due, now, template.timeout, keep))
         log.info("schedule %s: first run due in %.0fs", entry_id, due - now)
     for raw_id in entries.client.smembers(entries.keys.background_index()):
-        entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+        entry_id = as_text(raw_id)
         if entry_id.startswith(PREFIX) and entry_id not in wanted:
             entries.cancel(entry_id, keep)
             log.info("schedule %s left the manifest: cancelled", entry_id)

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from ..errors import ClientClosed
 from ..events import Event, is_terminal, parse_event
 from ..keys import Keys
+from ..text import as_text
 from .replay import read_replay
 
 log = logging.getLogger(__name__)
@@ -297,7 +298,7 @@ class EventHub:
 
     def _dispatch(self, message: dict[str, object]) -> None:
         kind = message.get("type")
-        channel = _text(message.get("channel"))
+        channel = as_text(message.get("channel"))
         if kind == "message":
             try:
                 event = parse_event(message["data"])  # type: ignore[arg-type]
@@ -360,9 +361,3 @@ class EventHub:
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
             self._pubsub = None
         self._started = False
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode()
-    return str(value)
