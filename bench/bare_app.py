@@ -64,7 +64,9 @@ def start_bare_worker(redis_url: str, *, pool: str = "threads", concurrency: int
         "PYTHONPATH": str(Path(__file__).resolve().parent),
     }
     argv = [sys.executable, "-m", "celery", "-A", "bare_app", "worker", "-P", pool]
-    argv += ["-c", str(concurrency), "-Q", QUEUE, "-l", "WARNING"]
+    # INFO, as our workers log (embedded.worker): Celery's received/succeeded lines per task
+    # are work both sides do.
+    argv += ["-c", str(concurrency), "-Q", QUEUE, "-l", "INFO"]
     worker = BareWorker(
         subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     )

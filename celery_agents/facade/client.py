@@ -32,6 +32,7 @@ from ..tasks.app import create_client_app
 from ..tasks.names import RUN_AGENT, RUN_TEAM
 from ..tasks.payload import RunPayload
 from ..tasks.tree import TreePayload
+from ..text import as_text
 
 _WORKER_TOOLS_TTL = 5.0
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ class AgentsClient:
                 return run_id
             owner = await self.redis.get(key)
             if owner is not None:
-                return owner.decode() if isinstance(owner, bytes) else str(owner)
+                return as_text(owner)
         raise UserError(f"idempotency key {idempotency_key!r} keeps changing hands")
 
     async def confirm(self, idempotency_key: str) -> None:

@@ -49,7 +49,6 @@ class EventPublisher(_Base):
 
     def __init__(self, client: aioredis.Redis, keys: Keys, *, log_cap: int, ttl: int) -> None:
         super().__init__(client, keys, log_cap=log_cap, ttl=ttl)
-        self._redis = client
 
     async def publish(self, event: _Event) -> int:
         """Publish ``event`` on its own run's channel; returns its ``seq``."""

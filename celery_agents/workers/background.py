@@ -13,6 +13,7 @@ import time
 from ..errors import CeleryAgentsError, RunError
 from ..messages import ChatMessage
 from ..scheduler.entries import Entries, Entry, end_event, ttl_until
+from ..text import as_text
 from .runtime import WorkerRuntime
 
 log = logging.getLogger("celery_agents.background")
@@ -44,7 +45,7 @@ async def finish_background_run(
         ttl_until(due, now, entry.timeout, keep),
         keep,
     )
-    outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+    outcome = as_text(outcome)
     log.info("background entry=%s run_id=%s outcome=%s", entry_id, run_id, outcome)
     if outcome == "end":
         await publish_entry_end(runtime, Entry.from_hash(entry_id, await entries.read(entry_id)))

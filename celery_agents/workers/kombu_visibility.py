@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 import redis.asyncio as aioredis
 from kombu.transport.redis import Channel
+
+from ..text import as_text
 
 UNACKED_INDEX: str = Channel.unacked_index_key
 
@@ -68,8 +69,4 @@ class HeldDeliveries:
             return
         gone = await self._touch(keys=[self._index], args=[time.time(), *tags])
         with self._lock:
-            self._tags.difference_update(_text(tag) for tag in gone)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+            self._tags.difference_update(as_text(tag) for tag in gone)

@@ -22,6 +22,7 @@ from redis.asyncio.client import Pipeline
 
 from ..keys import Keys
 from ..redis_pool import checked, script_reply
+from ..text import as_text
 from .kombu_visibility import HeldDeliveries
 
 log = logging.getLogger(__name__)
@@ -163,11 +164,11 @@ class RunLeases:
             claimed, *read = await pipe.execute(raise_on_error=False)
         verdict, *rest = await script_reply(claimed, self._claim, keys, args)
         side = checked(read[0]) if read else None
-        return self._settle(run_id, owner, _text(verdict), rest), side
+        return self._settle(run_id, owner, as_text(verdict), rest), side
 
     def _settle(self, run_id: str, owner: str, verdict: str, rest: list[Any]) -> Claim:
         if verdict == "done":
-            return Claim("done", state=_text(rest[0]))
+            return Claim("done", state=as_text(rest[0]))
         if verdict == "busy":
             return Claim("busy", retry_in=max(int(rest[0]), 0) / 1000)
         self._held[run_id] = owner
@@ -191,7 +192,3 @@ class RunLeases:
                     log.warning("lease of run %s was lost (this process stalled?)", run_id)
         if self.deliveries is not None:
             await self.deliveries.touch()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -28,6 +28,7 @@ from ..llm.base import Model
 from ..llm.providers import ModelFactory
 from ..redis_pool import async_redis
 from ..streaming.publisher import EventPublisher
+from ..text import as_text
 from ..tools import REGISTRY, ToolRegistry
 from .leases import RunLeases
 from .limits import LeasePool, LimitedModel, ProviderLimiter
@@ -123,7 +124,7 @@ class WorkerRuntime:
             try:
                 await pubsub.subscribe(self.keys.control_channel())
                 async for message in pubsub.listen():
-                    command, _, run_id = _text(message.get("data", b"")).partition(" ")
+                    command, _, run_id = as_text(message.get("data", b"")).partition(" ")
                     if command == "cancel":
                         self.cancel_local(run_id)
             except asyncio.CancelledError:
@@ -269,7 +270,3 @@ def lease_interval(visibility_timeout: float) -> float:
     """How often a worker renews its run leases: several times per visibility timeout (so
     a live worker's messages never become visible), at most every 15 s."""
     return max(0.5, min(15.0, visibility_timeout / 6))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
