@@ -61,8 +61,11 @@ else
   redis.call('HSET', KEYS[1], 'last_error', ARGV[8])
   in_a_row = redis.call('HINCRBY', KEYS[1], 'failures_in_a_row', 1)
 end
-redis.call('EXPIRE', KEYS[2], ARGV[5])
 local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'paused' then  -- a run that ends after its entry was paused: the keys stay kept
+  return state
+end
+redis.call('EXPIRE', KEYS[2], ARGV[5])
 if state ~= 'active' then
   redis.call('EXPIRE', KEYS[1], ARGV[5])
   return state
