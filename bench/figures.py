@@ -127,12 +127,12 @@ def print_table(rows: list[Row], title: str = "") -> None:
     if title:
         print(title)
     header = f"{'#':<5}{'figure':<50}{'unit':<9}{'ours':>9}{'bare':>9}{'ratio':>7}  "
-    print(f"{header}{'target':<16}met")
+    print(f"{header}{'target':<22}met")
     for r in rows:
         met = "-" if r.met is None else ("yes" if r.met else "NO")
         print(
             f"{r.row:<5}{r.figure:<50}{r.unit:<9}{fmt(r.ours):>9}{fmt(r.bare):>9}"
-            f"{fmt(r.ratio):>7}  {r.target:<16}{met}"
+            f"{fmt(r.ratio):>7}  {r.target:<22}{met}"
         )
     notes = [(r.row, r.note) for r in rows if r.note]
     if notes:

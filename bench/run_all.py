@@ -38,6 +38,7 @@ PARTS = {
     "background": "8",
     "enqueue": "9",
     "memory": "10",
+    "worker_cpu": "11",
     "limits": "extra",
 }
 TIMEOUT = float(os.environ.get("BENCH_PART_TIMEOUT", "900"))
