@@ -5,16 +5,19 @@ row 4's figure without HTTP (what Celery and our run path allow with a free mode
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
-from celery_agents.llm.base import ModelRequest
+from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
 from celery_agents.llm.offline import register_test_model
 
 WAIT_MODEL = "test:wait1s"
 
 
-async def _wait_then_answer(request: ModelRequest) -> str:
+async def _wait_then_answer(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
     await asyncio.sleep(1.0)
-    return "x"
+    yield "x"
 
 
 def noop() -> str:
@@ -22,4 +25,6 @@ def noop() -> str:
     return ""
 
 
-register_test_model(WAIT_MODEL.removeprefix("test:"), _wait_then_answer)
+register_test_model(
+    WAIT_MODEL.removeprefix("test:"), FunctionModel(stream_function=_wait_then_answer)
+)

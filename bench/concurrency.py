@@ -24,7 +24,7 @@ from stack import agents_stack, model_server, our_pool, run_many
 
 from celery_agents import Agent, Settings
 from celery_agents.config.manifest import AgentsManifest
-from celery_agents.llm.base import ModelRequest
+from celery_agents.llm.agent_loop import run_agent
 from celery_agents.llm.providers import ModelFactory
 
 LATENCY = 1.0
@@ -79,11 +79,7 @@ def model_calls_alone(url: str, calls: int) -> float:
 
         async def one() -> None:
             async with slots:
-                model = await models.get("scripted:m")
-                async for _ in model.stream(
-                    ModelRequest(messages=[{"role": "user", "content": "x"}])
-                ):
-                    pass
+                await run_agent(await models.get("scripted:m"), "x", emit=_Nothing())
 
         try:
             await asyncio.gather(*(one() for _ in range(IN_FLIGHT)))  # warm: connections
@@ -94,6 +90,17 @@ def model_calls_alone(url: str, calls: int) -> float:
             await models.aclose()
 
     return asyncio.run(run())
+
+
+class _Nothing:
+    async def text(self, delta: str) -> None:
+        pass
+
+    async def tool_call(self, call: object) -> None:
+        pass
+
+    async def tool_result(self, call: object) -> None:
+        pass
 
 
 def without_http(runs: int) -> float:

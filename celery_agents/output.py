@@ -74,7 +74,7 @@ class OutputSpec(BaseModel):
             data = _json_in(text)
         except json.JSONDecodeError as exc:
             raise self._invalid(f"the answer is not JSON: {exc}", text) from None
-        model = self._importable()
+        model = self.importable()
         if model is not None:
             try:
                 return model.model_validate(data).model_dump(mode="json")
@@ -91,7 +91,8 @@ class OutputSpec(BaseModel):
             raise self._invalid(detail, text)
         return data
 
-    def _importable(self) -> type[BaseModel] | None:
+    def importable(self) -> type[BaseModel] | None:
+        """The class itself, if this process can import it."""
         if self.import_path is None:
             return None
         try:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 import redis
+from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from celery_agents import Agent, Settings
 from celery_agents.events import RunDone, TextDelta
 from celery_agents.facade.client import CLIENT_NAME
-from celery_agents.llm.base import ModelRequest
-from celery_agents.llm.offline import FunctionModel, TestModel
+from celery_agents.llm.agent_loop import run_agent
+from celery_agents.llm.offline import offline_model, register_test_model
+from celery_agents.messages import ToolCallInfo
 from celery_agents.testing.scripted_server import Reply, ScriptedModelServer
 
 
@@ -46,29 +50,39 @@ async def test_a_dropped_pubsub_connection_loses_no_event(
     assert text == events[-1].message.content == "".join(words)
 
 
+class Collected:
+    def __init__(self) -> None:
+        self.deltas: list[str] = []
+
+    async def text(self, delta: str) -> None:
+        self.deltas.append(delta)
+
+    async def tool_call(self, call: ToolCallInfo) -> None:
+        pass
+
+    async def tool_result(self, call: ToolCallInfo) -> None:
+        pass
+
+
 async def test_the_test_model_echoes_and_streams_word_by_word() -> None:
-    request = ModelRequest(messages=[{"role": "user", "content": "one two  three"}])
-    items = [item async for item in TestModel("echo").stream(request)]
-    *deltas, final = items
-    assert "".join(deltas) == final.text == "one two  three"  # type: ignore[union-attr]
-    assert len(deltas) == 3
+    emit = Collected()
+    result = await run_agent(offline_model("echo"), "one two  three", emit=emit)
+    assert "".join(emit.deltas) == result.text == "one two  three"
+    assert len(emit.deltas) == 3
 
 
-async def test_a_function_model_may_be_async_and_wait() -> None:
+async def test_a_registered_pydantic_ai_model_may_be_async_and_wait() -> None:
     released = asyncio.Event()
 
-    async def answer(request: ModelRequest) -> str:
+    async def answer(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
         await released.wait()  # a model that waits, without holding the loop
-        return "late answer"
+        yield "late answer"
 
-    request = ModelRequest(messages=[{"role": "user", "content": "x"}])
-    pending = asyncio.ensure_future(_collect(FunctionModel(answer, ref="test:late"), request))
+    register_test_model("late", FunctionModel(stream_function=answer))
+    emit = Collected()
+    pending = asyncio.ensure_future(run_agent(offline_model("late"), "x", emit=emit))
     await asyncio.sleep(0)
     assert not pending.done()
     released.set()
-    *deltas, final = await asyncio.wait_for(pending, 5)
-    assert "".join(deltas) == final.text == "late answer"  # type: ignore[union-attr]
-
-
-async def _collect(model: FunctionModel, request: ModelRequest) -> list[object]:
-    return [item async for item in model.stream(request)]
+    result = await asyncio.wait_for(pending, 5)
+    assert "".join(emit.deltas) == result.text == "late answer"

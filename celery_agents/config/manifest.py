@@ -67,15 +67,18 @@ class ProviderLimits(_Strict):
 class ProviderSpec(_Strict):
     """A named OpenAI-compatible endpoint. API keys are read from ``api_key_env`` on workers.
 
-    ``structured_output``: ``json_schema`` sends ``response_format``; ``tool`` asks the model
-    to answer through a ``final_result`` tool, for servers without ``response_format``.
+    ``structured_output`` picks pydantic-ai's output mode for typed runs: ``json_schema`` (its
+    native mode: ``response_format``), ``tool`` (the model answers through a ``final_result``
+    tool, for servers without ``response_format``) or ``prompted`` (the schema in the
+    instructions). Unset: ``json_schema`` on OpenAI-compatible providers, else pydantic-ai's
+    choice for the provider.
     """
 
     base_url: str | None = None
     api_key_env: str | None = None
     default_headers: dict[str, str] = Field(default_factory=dict)
     prices: dict[str, Price] = Field(default_factory=dict)
-    structured_output: Literal["json_schema", "tool"] = "json_schema"
+    structured_output: Literal["json_schema", "tool", "prompted"] | None = None
     models: dict[str, ModelInfo] = Field(default_factory=dict)
     limits: ProviderLimits | None = None
 

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     local_base_url: str | None = Field(
         None, description="an already running `local` model server; else workers start one"
     )
+    local_max_tokens: int = Field(
+        512,
+        gt=0,
+        description="output tokens a `local:` model call may produce when the agent sets no "
+        "max_tokens: a small model can otherwise run away until its context is full",
+    )
 
     @property
     def broker(self) -> str:

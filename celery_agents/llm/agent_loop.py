@@ -1,24 +1,59 @@
-"""The agent loop: call the model, run the tools it asks for, feed results back, repeat.
+"""One agent run on pydantic-ai: its agent loop, tools, output modes and usage, reported as our
+events through an ``Emitter``; the loop does no other I/O.
 
-Tool failures go back to the model as the tool's result so it can correct itself; after
-``max_tool_errors`` failures in a row, or ``max_turns`` model calls, the run fails with a
-``ToolError``. The loop reports progress through an ``Emitter`` and does no other I/O.
+One pydantic-ai ``Agent`` serves every run of the process: the model, instructions, tools,
+output type and settings are the run's own. Our rules around it:
+
+- a tool's failure goes back to the model as the tool's result so it can correct itself;
+  after ``max_tool_errors`` failures of one tool in a row, or ``max_turns`` model calls, the
+  run fails with a ``ToolError``;
+- an answer that does not validate against the output type is sent back once, then the run
+  fails with ``OutputValidationError`` carrying the raw answer, also when the second request
+  fails because the first answer filled the model's context.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping
-from contextlib import aclosing
+from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..config.manifest import ModelSettings
-from ..errors import ModelError, OutputValidationError, ToolError, UnknownToolError
+from pydantic import BaseModel, GetCoreSchemaHandler, ValidationError
+from pydantic_ai import Agent, RunContext, capture_run_messages
+from pydantic_ai.exceptions import (
+    OutputTokenLimitExceeded,
+    UnexpectedModelBehavior,
+    UsageLimitExceeded,
+)
+from pydantic_ai.messages import (
+    AgentStreamEvent,
+    FunctionToolCallEvent,
+    FunctionToolResultEvent,
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    PartDeltaEvent,
+    PartStartEvent,
+    RetryFeedbackPart,
+    TextPart,
+    TextPartDelta,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
+from pydantic_ai.models import Model
+from pydantic_ai.output import NativeOutput, PromptedOutput, StructuredDict, ToolOutput
+from pydantic_ai.settings import ModelSettings
+from pydantic_ai.usage import UsageLimits
+from pydantic_core import core_schema
+
+from ..errors import ModelError, OutputValidationError, ToolError
 from ..messages import ToolCallInfo, Usage
-from ..output import FINAL_RESULT_TOOL, OutputSpec
-from ..tools import Tool
-from .base import Model, ModelRequest, ModelResponse
+from ..output import OutputSpec
+from ..validation import field_errors
+from .toolset import toolset_of
 
 
 class Emitter(Protocol):
@@ -36,161 +71,262 @@ class LoopResult:
     output: Any = None  # the validated structured answer, when an output type was asked for
 
 
-async def run_agent_loop(
+@dataclass(frozen=True)
+class Turn:
+    """A message of the run's history, as the conversation store keeps it."""
+
+    role: str
+    text: str
+
+
+_AGENT: Agent[None, Any] = Agent(retries={"output": 1})
+
+
+async def run_agent(
     model: Model,
-    messages: list[dict[str, Any]],
+    prompt: str,
     *,
-    tools: Mapping[str, Tool],
-    settings: ModelSettings,
+    history: Sequence[Turn] = (),
+    instructions: str = "",
+    tools: Sequence[Any] = (),
+    settings: ModelSettings | None = None,
     emit: Emitter,
     output: OutputSpec | None = None,
-    output_mode: str = "json_schema",
+    output_mode: str | None = None,
     max_turns: int = 10,
     max_tool_errors: int = 3,
     result: LoopResult | None = None,
 ) -> LoopResult:
-    """Run ``model`` over ``messages`` until it answers without asking for tools.
+    """Run ``model`` on ``prompt`` after ``history`` until it answers.
 
     ``result`` (given by the caller) is filled as the run goes: what the model calls used is
-    there even when the run fails after them.
-
-    With ``output`` the answer must validate against it (through ``response_format``, or a
-    ``final_result`` tool when ``output_mode`` is ``tool``); an invalid answer is sent back
-    once with the validation error, then fails with ``OutputValidationError``.
+    there even when the run fails after them. ``tools`` are our registered ``Tool``s.
     """
-    via_tool = output is not None and output_mode == "tool"
-    schemas = [t.schema() for t in tools.values()]
-    if output is not None and via_tool:
-        schemas.append(output.tool())
-    request_format = output.response_format() if output is not None and not via_tool else None
     result = result if result is not None else LoopResult(text="")
-    errors_in_a_row = 0
-    second_chances = 1
-    for _turn in range(max_turns):
-        request = ModelRequest(
-            messages,
-            schemas,
-            settings,
-            response_format=request_format,
-            tool_choice="required" if via_tool else None,
+    events = _Events(emit, result)
+    with capture_run_messages() as messages:
+        try:
+            run = await _AGENT.run(
+                prompt,
+                model=model,
+                message_history=[_message(turn) for turn in history],
+                instructions=instructions or None,
+                output_type=_output_type(output, output_mode) if output is not None else str,
+                toolsets=[toolset_of(tools, max_tool_errors - 1)] if tools else None,
+                model_settings=settings,
+                usage_limits=UsageLimits(request_limit=max_turns),
+                event_stream_handler=events.handle,
+            )
+        except UsageLimitExceeded:
+            result.usage = _used(messages)
+            raise ToolError(
+                f"the model was still calling tools after {max_turns} turns", max_turns=max_turns
+            ) from None
+        except UnexpectedModelBehavior as exc:
+            result.usage = _used(messages)
+            raise _unexpected(exc, events, output, messages) from None
+        except ModelError as exc:
+            result.usage = _used(messages)
+            if output is not None and _retrying_output(messages):
+                raise _invalid(
+                    output, f"the model could not answer again: {exc}", messages
+                ) from exc
+            raise
+        except BaseException:
+            result.usage = _used(messages)
+            raise
+    usage = run.usage
+    result.usage = Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+    result.model_name = run.response.model_name or ""
+    if output is None:
+        result.text = str(run.output)
+    else:
+        value = run.output
+        result.output = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+        result.text = json.dumps(result.output)
+    return result
+
+
+class _Events:
+    """pydantic-ai's stream events, as our events; the run's tool calls, as they end."""
+
+    def __init__(self, emit: Emitter, result: LoopResult) -> None:
+        self._emit = emit
+        self._result = result
+        self._calls: dict[str, ToolCallInfo] = {}
+        self.failures: dict[str, str] = {}  # tool name -> its last error
+        self.answer: list[str] = []  # the text of the model's latest response, as streamed
+
+    async def handle(self, ctx: RunContext[None], stream: AsyncIterable[AgentStreamEvent]) -> None:
+        async for event in stream:
+            if isinstance(event, PartStartEvent):
+                if event.index == 0:
+                    self.answer.clear()
+                if isinstance(event.part, TextPart) and event.part.content:
+                    await self._text(event.part.content)
+            elif isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+                if event.delta.content_delta:
+                    await self._text(event.delta.content_delta)
+            elif isinstance(event, FunctionToolCallEvent):
+                await self._called(event)
+            elif isinstance(event, FunctionToolResultEvent):
+                await self._returned(event.part)
+
+    async def _text(self, delta: str) -> None:
+        self.answer.append(delta)
+        await self._emit.text(delta)
+
+    async def _called(self, event: FunctionToolCallEvent) -> None:
+        part = event.part
+        call = ToolCallInfo(tool_call_id=part.tool_call_id, tool_name=part.tool_name)
+        self._calls[part.tool_call_id] = call
+        if event.args_valid:
+            call.args = part.args_as_dict()
+            await self._emit.tool_call(call)
+
+    async def _returned(self, part: ToolReturnPart) -> None:
+        call = self._calls.pop(part.tool_call_id, None) or ToolCallInfo(
+            tool_call_id=part.tool_call_id, tool_name=part.tool_name
         )
-        response = await _call_model(model, request, emit)
-        result.usage = result.usage + response.usage
-        result.model_name = response.model_name
-        final = _final_answer(response, via_tool)
-        if final is not None and output is not None:
-            try:
-                result.output = output.validate_text(final)
-            except OutputValidationError as exc:
-                if second_chances == 0:
-                    raise
-                second_chances -= 1
-                messages.extend(_correction(response, via_tool, exc.message))
-                continue
-            result.text = final
-            return result
-        if not response.tool_calls:
-            result.text = response.text
-            return result
-        messages.append(_assistant_tool_message(response))
-        for request_call in response.tool_calls:
-            call = await _run_tool(
-                tools, request_call.id, request_call.name, request_call.arguments, emit
+        if part.outcome == "success":
+            call.result = part.content
+            self.failures.pop(part.tool_name, None)
+        else:
+            call.error = _error_text(part)
+            self.failures[part.tool_name] = call.error
+        self._result.tool_calls.append(call)
+        await self._emit.tool_result(call)
+
+
+def _error_text(part: ToolReturnPart) -> str:
+    content = part.content
+    if isinstance(content, list):  # validation error details
+        return "; ".join(
+            f"{'.'.join(map(str, e.get('loc', ()))) or 'arguments'}: {e.get('msg', e)}"
+            for e in content
+        )
+    return str(content)
+
+
+def _output_type(spec: OutputSpec, mode: str | None) -> Any:
+    target = spec.importable() or _schema_checked(spec.model_dump_json())
+    if mode == "json_schema":
+        return NativeOutput(target, name=spec.name)
+    if mode == "tool":
+        return ToolOutput(target)
+    if mode == "prompted":
+        return PromptedOutput(target, name=spec.name)
+    return target  # the provider's default, as pydantic-ai picks it
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_checked(spec_json: str) -> type[Any]:
+    """A dict checked against the schema of an output type this worker cannot import."""
+    spec = OutputSpec.model_validate_json(spec_json)
+    base = StructuredDict(dict(spec.json_schema), name=spec.name)
+
+    def check(value: Any) -> Any:
+        try:
+            spec.validate_text(json.dumps(value))
+        except OutputValidationError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    class Checked(base):  # type: ignore[valid-type,misc]
+        @classmethod
+        def __get_pydantic_core_schema__(
+            cls, source: Any, handler: GetCoreSchemaHandler
+        ) -> core_schema.CoreSchema:
+            return core_schema.no_info_after_validator_function(
+                check, super().__get_pydantic_core_schema__(source, handler)
             )
-            result.tool_calls.append(call)
-            errors_in_a_row = errors_in_a_row + 1 if call.error else 0
-            if errors_in_a_row >= max_tool_errors:
-                raise ToolError(
-                    f"tool {call.tool_name!r} failed {errors_in_a_row} times in a row: "
-                    f"{call.error}",
-                    tool=call.tool_name,
-                )
-            messages.append(
-                {
-                    "role": "tool",
-                    "tool_call_id": call.tool_call_id,
-                    "content": f"error: {call.error}" if call.error else _as_text(call.result),
-                }
-            )
-    raise ToolError(
-        f"the model was still calling tools after {max_turns} turns", max_turns=max_turns
+
+    return Checked
+
+
+def _message(turn: Turn) -> ModelMessage:
+    if turn.role == "assistant":
+        return ModelResponse(parts=[TextPart(turn.text)])
+    return ModelRequest(parts=[UserPromptPart(turn.text)])
+
+
+def _used(messages: list[ModelMessage]) -> Usage:
+    responses = [m for m in messages if isinstance(m, ModelResponse)]
+    return Usage(
+        input_tokens=sum(m.usage.input_tokens for m in responses),
+        output_tokens=sum(m.usage.output_tokens for m in responses),
     )
 
 
-def _final_answer(response: ModelResponse, via_tool: bool) -> str | None:
-    """The text to validate, if this response is the final answer."""
-    if via_tool:
-        for call in response.tool_calls:
-            if call.name == FINAL_RESULT_TOOL:
-                return call.arguments
-    return response.text if not response.tool_calls else None
+def _unexpected(
+    exc: UnexpectedModelBehavior,
+    events: _Events,
+    output: OutputSpec | None,
+    messages: list[ModelMessage],
+) -> Exception:
+    for tool, error in events.failures.items():
+        if f"Tool {tool!r} exceeded max retries" in exc.message:
+            return ToolError(
+                f"tool {tool!r} failed {_count(exc.message) + 1} times in a row: {error}",
+                tool=tool,
+            )
+    if output is not None and isinstance(exc, OutputTokenLimitExceeded):
+        raw = "".join(events.answer) or _raw_answer(messages)
+        return _invalid(output, f"the answer was cut off: {exc.message}", messages, raw=raw)
+    if output is not None and "output retries" in exc.message:
+        return _invalid(output, _why(exc.__cause__) or exc.message, messages)
+    return ModelError(f"the model's answer could not be used: {exc.message}")
 
 
-def _correction(response: ModelResponse, via_tool: bool, problem: str) -> list[dict[str, Any]]:
-    """Messages that show the model its invalid answer and what was wrong with it."""
-    fix = f"{problem}. Answer again, with only a JSON value that matches the schema."
-    if via_tool and response.tool_calls:
-        call = next(c for c in response.tool_calls if c.name == FINAL_RESULT_TOOL)
-        return [
-            _assistant_tool_message(response),
-            *(
-                {
-                    "role": "tool",
-                    "tool_call_id": c.id,
-                    "content": f"error: {fix}" if c is call else "error: not run",
-                }
-                for c in response.tool_calls
-            ),
-        ]
-    return [{"role": "assistant", "content": response.text}, {"role": "user", "content": fix}]
+def _why(cause: BaseException | None) -> str:
+    """A validation failure as ``field: problem``, the way our other errors say it."""
+    below = cause
+    while below is not None and not isinstance(below, ValidationError):
+        below = below.__cause__  # pydantic-ai's ToolRetryError wraps pydantic's error
+    if below is not None:
+        return field_errors(below, root="answer")
+    return str(cause) if cause is not None else ""
 
 
-async def _call_model(model: Model, request: ModelRequest, emit: Emitter) -> ModelResponse:
-    # Closed as soon as it gave its response: what it holds (a lease, a connection) goes now.
-    async with aclosing(model.stream(request)) as items:
-        async for item in items:
-            if isinstance(item, str):
-                await emit.text(item)
-            else:
-                return item
-    raise ModelError(f"{model.ref}: the model stream ended without a response", model=model.ref)
+def _count(message: str) -> int:
+    digits = message.split("max retries count of ", 1)[-1].split(".", 1)[0]
+    return int(digits) if digits.isdigit() else 0
 
 
-async def _run_tool(
-    tools: Mapping[str, Tool], call_id: str, name: str, arguments: str, emit: Emitter
-) -> ToolCallInfo:
-    call = ToolCallInfo(tool_call_id=call_id, tool_name=name)
-    try:
-        tool = tools.get(name)
-        if tool is None:
-            raise UnknownToolError(f"the model called {name!r}, which this run does not offer")
-        call.args = tool.parse_args(arguments)
-        await emit.tool_call(call)
-        call.result = await tool.call(call.args)
-        _as_text(call.result)  # a result the model cannot read is the tool's error
-    except (ToolError, UnknownToolError) as exc:
-        call.result, call.error = None, exc.message
-    except Exception as exc:  # the tool's own bug: the model is told, the run goes on
-        call.result, call.error = None, f"{type(exc).__name__}: {exc}"
-    await emit.tool_result(call)
-    return call
+def _retrying_output(messages: list[ModelMessage]) -> bool:
+    """Whether the last request sent a structured answer back to be corrected."""
+    requests = [m for m in messages if isinstance(m, ModelRequest)]
+    if not requests:
+        return False
+    return any(
+        isinstance(p, RetryFeedbackPart)
+        or (
+            isinstance(p, ToolReturnPart)
+            and p.outcome == "retried"
+            and p.tool_name == "final_result"
+        )
+        for p in requests[-1].parts
+    )
 
 
-def _assistant_tool_message(response: ModelResponse) -> dict[str, Any]:
-    return {
-        "role": "assistant",
-        "content": response.text or None,
-        "tool_calls": [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in response.tool_calls
-        ],
-    }
+def _invalid(
+    output: OutputSpec, detail: str, messages: list[ModelMessage]
+) -> OutputValidationError:
+    return OutputValidationError(
+        f"the answer does not match {output.name}: {detail}",
+        output_type=output.name,
+        raw=_raw_answer(messages),
+    )
 
 
-def _as_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise ToolError(f"tool result is not JSON-serialisable: {exc}") from None
+def _raw_answer(messages: list[ModelMessage]) -> str:
+    """The model's last answer as it sent it: its text, else its output tool's arguments."""
+    for message in reversed(messages):
+        if isinstance(message, ModelResponse):
+            text = "".join(p.content for p in message.parts if isinstance(p, TextPart))
+            if text:
+                return text
+            calls = [p for p in message.parts if isinstance(p, ToolCallPart)]
+            if calls:
+                return calls[-1].args_as_json_str()
+    return ""

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
-from ..config.manifest import parse_model_ref
+from pydantic_ai.settings import ModelSettings as PydanticAISettings
+
+from ..config.manifest import ModelSettings, parse_model_ref
 from ..deadletters import keep, worth_keeping
 from ..errors import CeleryAgentsError, RunCancelled, RunError, RunTimeout, UnknownToolError
 from ..events import RunStarted, TalkEvent, TextDelta, ToolCallEvent, ToolResultEvent
-from ..llm.agent_loop import LoopResult, run_agent_loop
+from ..llm.agent_loop import LoopResult, Turn, run_agent
+from ..llm.guard import estimated
+from ..llm.settings import as_pydantic_ai
 from ..messages import ChatMessage, Participant, ToolCallInfo, Usage
 from ..runstate import final_state
 from ..streaming.outbox import Outbox
@@ -28,7 +31,6 @@ from ..tools import Tool
 from .accounting import record_run
 from .channel import RunChannel, add_usage
 from .leases import AlreadyRan, Claim, RunningElsewhere
-from .limits import estimated
 from .pricing import cost_of
 from .runtime import WorkerRuntime
 
@@ -243,7 +245,7 @@ async def _run(
     model calls used, whatever happens."""
     agent = payload.agent
     tools = _registered_tools(runtime, payload)
-    model = runtime.limited(await runtime.models.get(agent.model))
+    model = await runtime.models.get(agent.model)
     prompt = payload.prompt
     if previous is not None and previous.message is not None:
         prompt = as_prompt(previous.message)
@@ -253,14 +255,17 @@ async def _run(
         run_id=payload.run_id,
         conversation_id=payload.conversation_id,
     )
-    result = await run_agent_loop(
+    provider = parse_model_ref(agent.model)[0]
+    result = await run_agent(
         model,
-        _chat_messages(agent.system_prompt, [*history, user]),
+        user.text,
+        history=[Turn(m.role, m.text) for m in history],
+        instructions=agent.system_prompt,
         tools=tools,
-        settings=agent.model_settings,
+        settings=request_settings(runtime, provider, agent.model_settings),
         emit=_Publishing(channel),
         output=agent.output_type,
-        output_mode=runtime.manifest.provider(parse_model_ref(agent.model)[0]).structured_output,
+        output_mode=output_mode(runtime, provider),
         max_turns=runtime.settings.max_tool_turns,
         result=progress,
     )
@@ -280,7 +285,31 @@ async def _run(
     return user, message
 
 
-def _registered_tools(runtime: WorkerRuntime, payload: RunPayload) -> dict[str, Tool]:
+def request_settings(
+    runtime: WorkerRuntime, provider: str, ours: ModelSettings
+) -> PydanticAISettings:
+    """pydantic-ai's settings for the run's model requests: the agent's sampling options, and
+    for real providers our request timeout, no SDK retries (ours), the local model's cap."""
+    settings = as_pydantic_ai(ours)
+    if provider == "test":
+        return settings
+    if provider == "local" and ours.max_tokens is None:
+        settings["max_tokens"] = runtime.settings.local_max_tokens
+    settings["timeout"] = runtime.settings.model_request_timeout
+    settings["max_retries"] = 0  # GuardedModel retries, within the fleet's limits
+    return settings
+
+
+def output_mode(runtime: WorkerRuntime, provider: str) -> str | None:
+    """The output mode of typed runs on ``provider``: the manifest's, else native
+    (``response_format``) on OpenAI-compatible providers, else pydantic-ai's default."""
+    chosen = runtime.manifest.provider(provider).structured_output
+    if chosen is None and runtime.models.openai_compatible(provider):
+        return "json_schema"
+    return chosen
+
+
+def _registered_tools(runtime: WorkerRuntime, payload: RunPayload) -> list[Tool]:
     """The run's tools; a message naming anything not registered here is refused, and logged
     (a crafted message may name ``os.system``: it is a name, never an import)."""
     missing = sorted(set(payload.agent.tools) - runtime.tools.names())
@@ -296,7 +325,7 @@ def _registered_tools(runtime: WorkerRuntime, payload: RunPayload) -> dict[str, 
             tools=missing,
             run_id=payload.run_id,
         )
-    return {name: runtime.tools.get(name) for name in payload.agent.tools}
+    return [runtime.tools.get(name) for name in payload.agent.tools]
 
 
 def as_prompt(message: ChatMessage) -> str:
@@ -307,14 +336,6 @@ def as_prompt(message: ChatMessage) -> str:
         return message.text
     names = message.metadata.get("members") or [m.name for m in members]
     return "\n\n".join(f"{name}:\n{as_prompt(m)}" for name, m in zip(names, members, strict=False))
-
-
-def _chat_messages(system_prompt: str, history: list[ChatMessage]) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
-    if system_prompt:
-        messages.append({"role": "system", "content": system_prompt})
-    messages.extend({"role": m.role, "content": m.text} for m in history)
-    return messages
 
 
 def _log_end(payload: RunPayload, started: float, status: str, usage: Usage | None) -> None:

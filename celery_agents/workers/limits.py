@@ -16,14 +16,11 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
 
 import redis.asyncio as aioredis
 
 from ..config.manifest import ProviderLimits
 from ..keys import Keys
-from ..llm.base import Model, ModelRequest, ModelResponse
 
 # A reservation lands this share of the window (at least 50 ms) past the window's edge: a
 # request booked for the very edge may reach the provider later than one booked a window after
@@ -250,38 +247,3 @@ class ProviderLimiter:
             self._backoff = (until, time.monotonic())
         if until > time.time():
             await asyncio.sleep(until - time.time())
-
-
-class LimitedModel:
-    """A model whose every request goes through its provider's ``ProviderLimiter``."""
-
-    def __init__(self, inner: Model, limiter: ProviderLimiter) -> None:
-        self._inner = inner
-        self._limiter = limiter
-
-    @property
-    def ref(self) -> str:
-        return self._inner.ref
-
-    async def stream(self, request: ModelRequest) -> AsyncGenerator[str | ModelResponse]:
-        estimate = estimate_tokens(request)
-        lease = await self._limiter.acquire(estimate)
-        try:
-            async with aclosing(self._inner.stream(request)) as items:
-                async for item in items:
-                    if isinstance(item, ModelResponse):
-                        await self._limiter.settle(estimate, item.usage.total_tokens)
-                    yield item
-        finally:
-            await self._limiter.release(lease)
-
-
-def estimate_tokens(request: ModelRequest) -> int:
-    """A cheap upper-ish estimate of what ``request`` will use."""
-    chars = sum(len(str(m.get("content") or "")) for m in request.messages)
-    return estimated(chars, request.settings.max_tokens)
-
-
-def estimated(chars: int, max_tokens: int | None) -> int:
-    """Tokens for ``chars`` characters of prompt (about four a token) and one answer."""
-    return chars // 4 + (max_tokens or 256)

@@ -24,14 +24,13 @@ from ..config.manifest import AgentsManifest, ProviderLimits
 from ..config.settings import Settings
 from ..history import ConversationStore
 from ..keys import Keys
-from ..llm.base import Model
 from ..llm.providers import ModelFactory
 from ..redis_pool import async_redis
 from ..streaming.publisher import EventPublisher
 from ..text import as_text
 from ..tools import REGISTRY, ToolRegistry
 from .leases import RunLeases
-from .limits import LeasePool, LimitedModel, ProviderLimiter
+from .limits import LeasePool, ProviderLimiter
 from .loop import EventLoopThread
 
 log = logging.getLogger(__name__)
@@ -84,9 +83,7 @@ class WorkerRuntime:
             )
             for name in sorted(manifest.provider_names - {"test"})
         }
-        self.models = ModelFactory(
-            settings, manifest, on_throttle=self._throttled, before_retry=self._before_retry
-        )
+        self.models = ModelFactory(settings, manifest, limiter=self.limiters.get)
         self._control = asyncio.run_coroutine_threadsafe(self._listen_control(), self.loop.loop)
         self._renewing = asyncio.run_coroutine_threadsafe(self._renew_forever(), self.loop.loop)
 
@@ -160,16 +157,6 @@ class WorkerRuntime:
         lately: covers a cancel that raced the run's start."""
         return any(r in self._recent_cancels for r in (run_id, *ancestors))
 
-    async def _throttled(self, provider: str, seconds: float) -> None:
-        limiter = self.limiters.get(provider)
-        if limiter is not None:
-            await limiter.back_off(seconds)
-
-    async def _before_retry(self, provider: str) -> None:
-        limiter = self.limiters.get(provider)
-        if limiter is not None:
-            await limiter.admit_retry()
-
     def tenant_pool(self, tenant: str) -> LeasePool | None:
         """The fleet-wide cap on a tenant's concurrent runs (None: uncapped)."""
         spec = self.manifest.tenants.get(tenant)
@@ -183,11 +170,6 @@ class WorkerRuntime:
                 self.leases.lease,
             )
         return self._tenant_pools[tenant]
-
-    def limited(self, model: Model) -> Model:
-        """``model`` behind its provider's fleet-wide limits, if it has any."""
-        limiter = self.limiters.get(model.ref.partition(":")[0])
-        return model if limiter is None else LimitedModel(model, limiter)
 
     async def _connect(self) -> aioredis.Redis:
         return async_redis(self.settings, client_name="celery-agents-worker")
