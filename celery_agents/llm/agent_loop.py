@@ -310,12 +310,16 @@ def _retrying_output(messages: list[ModelMessage]) -> bool:
 
 
 def _invalid(
-    output: OutputSpec, detail: str, messages: list[ModelMessage]
+    output: OutputSpec,
+    detail: str,
+    messages: list[ModelMessage],
+    *,
+    raw: str | None = None,
 ) -> OutputValidationError:
     return OutputValidationError(
         f"the answer does not match {output.name}: {detail}",
         output_type=output.name,
-        raw=_raw_answer(messages),
+        raw=_raw_answer(messages) if raw is None else raw,
     )
 
 

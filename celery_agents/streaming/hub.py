@@ -164,7 +164,7 @@ class EventHub:
                 await pubsub.subscribe(*self._watches)
         except BaseException:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2
             raise
         self._pubsub = pubsub
         self._connected.set()
@@ -286,7 +286,7 @@ class EventHub:
         old, self._pubsub = self._pubsub, None
         if old is not None:
             with contextlib.suppress(Exception):
-                await old.aclose()  # type: ignore[no-untyped-call]
+                await old.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2
         try:
             await self._connect()
         except (RedisError, OSError) as exc:
@@ -358,6 +358,6 @@ class EventHub:
         self._tasks = []
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2
             self._pubsub = None
         self._started = False

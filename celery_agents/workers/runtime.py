@@ -131,7 +131,7 @@ class WorkerRuntime:
                 await asyncio.sleep(1.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2
 
     def cancel_local(self, run_id: str) -> None:
         """Cancel ``run_id`` if it runs here, and every member of it that runs here."""

@@ -200,7 +200,7 @@ async def _wait_done(pubsub: aioredis.client.PubSub, flood: Flood, timeout: floa
     except TimeoutError:
         pass
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2
     return seen
 
 
