@@ -163,7 +163,11 @@ async def test_tool_calls_run_on_the_worker_and_stream_their_events(
         ("shout", "HI"),
     ]
     assert [e.tool_name for e in events if isinstance(e, ToolCallEvent)] == ["add", "shout"]
-    assert [e.result for e in events if isinstance(e, ToolResultEvent)] == [5, "HI"]
+    # The calls run at once: their results stream as each ends.
+    assert sorted(map(str, (e.result for e in events if isinstance(e, ToolResultEvent)))) == [
+        "5",
+        "HI",
+    ]
     tool_messages = [m for m in scripted_model.requests[-1].body["messages"] if m["role"] == "tool"]
     assert [m["content"] for m in tool_messages] == ["5", "HI"]
     offered = {t["function"]["name"] for t in scripted_model.requests[0].body["tools"]}
@@ -176,7 +180,7 @@ async def test_a_tool_error_goes_back_to_the_model(scripted_model: ScriptedModel
     assert msg.content == "recovered"
     assert msg.tool_calls[0].error == "RuntimeError: the tool is broken"
     tool_message = scripted_model.requests[-1].body["messages"][-1]
-    assert tool_message["content"].startswith("error: RuntimeError")
+    assert "RuntimeError: the tool is broken" in tool_message["content"]
 
 
 async def test_submit_returns_a_handle_whose_result_and_status_are_readable(

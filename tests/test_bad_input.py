@@ -128,7 +128,7 @@ async def test_tool_calls_that_keep_failing_end_the_run(
     scripted_model: ScriptedModelServer,
 ) -> None:
     scripted_model.script(*[Reply(tool_calls=(ToolCallSpec("add", '{"a": "not json'),))] * 5)
-    with pytest.raises(ToolError, match="failed 3 times in a row.*not valid JSON"):
+    with pytest.raises(ToolError, match="'add' failed 3 times in a row: arguments: Invalid JSON"):
         await scripted(tools=["add"]).run("x")
 
 

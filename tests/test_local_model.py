@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-from celery_agents import Agent
+from celery_agents import Agent, Job, OutputValidationError
+from celery_agents.embedded.worker import WorkerProcess
+from tests.support.models import Verdict
 
 pytestmark = [pytest.mark.local_model, pytest.mark.usefixtures("agents")]
+
+VERDICT = Job(
+    name="verdict",
+    prompt="The service answered 200 OK in 12 ms. Is it healthy? Answer in JSON.",
+    required_return_type=Verdict,
+)
 
 
 async def test_a_local_run_and_stream_return_text_with_usage() -> None:
@@ -21,3 +31,30 @@ async def test_a_local_run_and_stream_return_text_with_usage() -> None:
     assert len(chunks) > 1
     assert "".join(chunks) == final.content and final.content.strip()
     assert final.usage is not None and final.usage.output_tokens > 0
+
+
+async def test_a_typed_job_is_answered_under_the_schemas_grammar() -> None:
+    """llama.cpp turns the JSON Schema sent as ``response_format`` into a grammar, so even a
+    135M model's answer parses and validates as the class."""
+    msg = await Agent("local", "local:smollm2").run_job(VERDICT, timeout=120)
+    assert isinstance(msg.content, Verdict)
+    assert msg.usage is not None and msg.usage.output_tokens > 0
+
+
+async def test_an_answer_cut_off_by_the_token_cap_fails_typed_with_what_was_written() -> None:
+    agent = Agent("local", "local:smollm2", model_settings={"max_tokens": 6})
+    with pytest.raises(OutputValidationError, match="does not match Verdict") as info:
+        await agent.run_job(VERDICT, timeout=120)
+    assert info.value.details["output_type"] == "Verdict"
+    raw = info.value.details["raw"]
+    assert isinstance(raw, str)
+    assert raw == "" or raw.lstrip().startswith("{")  # the grammar's start, cut off
+
+
+async def test_the_workers_token_cap_bounds_a_run_that_sets_none(
+    private_worker: Callable[..., WorkerProcess],
+) -> None:
+    private_worker(concurrency=1, extra_env={"CELERY_AGENTS_LOCAL_MAX_TOKENS": "8"})
+    story = "Write a long story about the sea."
+    msg = await Agent("local", "local:smollm2").run(story, timeout=120)
+    assert msg.usage is not None and 0 < msg.usage.output_tokens <= 8

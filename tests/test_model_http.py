@@ -166,6 +166,17 @@ async def test_a_server_error_is_retried_then_answered(
     assert result.text == "fine" and scripted_model.request_count == 2
 
 
+async def test_a_fractional_retry_after_is_waited_out_before_the_retry(
+    models: ModelFactory, scripted_model: ScriptedModelServer
+) -> None:
+    """``Retry-After: 0.4`` (pydantic-ai reads whole seconds only): our backoff is 0.01 s."""
+    scripted_model.script(Fail(503, retry_after=0.4), Reply("fine"))
+    _, result = await call(models, "hi")
+    first, second = scripted_model.requests
+    assert result.text == "fine"
+    assert second.received_at - first.received_at >= 0.4
+
+
 async def test_an_error_the_server_sends_mid_stream_is_named_and_not_retried(
     models: ModelFactory, scripted_model: ScriptedModelServer
 ) -> None:

@@ -180,21 +180,22 @@ class _Events:
         part = event.part
         call = ToolCallInfo(tool_call_id=part.tool_call_id, tool_name=part.tool_name)
         self._calls[part.tool_call_id] = call
+        self._result.tool_calls.append(call)  # in the order the model made them
         if event.args_valid:
             call.args = part.args_as_dict()
             await self._emit.tool_call(call)
 
     async def _returned(self, part: ToolReturnPart) -> None:
-        call = self._calls.pop(part.tool_call_id, None) or ToolCallInfo(
-            tool_call_id=part.tool_call_id, tool_name=part.tool_name
-        )
+        call = self._calls.pop(part.tool_call_id, None)
+        if call is None:  # a result without its call event: kept all the same
+            call = ToolCallInfo(tool_call_id=part.tool_call_id, tool_name=part.tool_name)
+            self._result.tool_calls.append(call)
         if part.outcome == "success":
             call.result = part.content
             self.failures.pop(part.tool_name, None)
         else:
             call.error = _error_text(part)
             self.failures[part.tool_name] = call.error
-        self._result.tool_calls.append(call)
         await self._emit.tool_result(call)
 
 

@@ -162,7 +162,7 @@ class GuardedModel(WrapperModel):
         if isinstance(exc, ModelHTTPError):
             status = exc.status_code
             if status in _RETRY_STATUS or status >= 500:
-                return self._retry.delay(attempt, exc.retry_after)
+                return self._retry.delay(attempt, retry_after(exc))
             return None
         if isinstance(exc, ModelConnectionError):  # timeouts too
             return self._retry.delay(attempt, None)
@@ -204,6 +204,18 @@ class GuardedModel(WrapperModel):
     async def _settle(self, estimate: int, actual: int) -> None:
         if self._limiter is not None:
             await self._limiter.settle(estimate, actual)
+
+
+def retry_after(exc: ModelHTTPError) -> float | None:
+    """The seconds the provider asked for: pydantic-ai reads ``retry-after-ms`` and whole
+    seconds or a date in ``Retry-After``; some servers send fractional seconds there."""
+    if exc.retry_after is not None:
+        return exc.retry_after
+    raw = (exc.headers or {}).get("retry-after")
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None
 
 
 def provider_message(exc: Exception) -> str:

@@ -17,3 +17,10 @@ class Finding(BaseModel):
         if not value.strip():
             raise ValueError("the summary is blank")
         return value
+
+
+class Verdict(BaseModel):
+    """A shape small enough for the embedded SmolLM2 to fill under a JSON-schema grammar."""
+
+    healthy: bool
+    reason: str
