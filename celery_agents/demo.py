@@ -12,15 +12,34 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from typing import Literal
 
 import click
+from pydantic import BaseModel
 
 from .config.settings import Settings, shown_url
 from .embedded.redis_server import redis_answers, start_redis_server
 from .embedded.worker import start_beat, start_worker
+from .errors import OutputValidationError
 from .facade import Agent, configure
 from .facade.client import shutdown
+from .jobs import Job
 from .messages import AgentResponse, Talk
+
+
+class Triage(BaseModel):
+    """The demo job's typed answer (at module level, so the worker imports the class)."""
+
+    severity: Literal["low", "medium", "high"]
+    summary: str
+
+
+TRIAGE = Job(
+    name="triage",
+    prompt="Our API has answered HTTP 500 to every request since 09:12. "
+    "Triage it: a severity and a one-line summary, in JSON.",
+    required_return_type=Triage,
+)
 
 
 def _say(text: str) -> None:
@@ -109,6 +128,15 @@ async def _show(agent: Agent, prompt: str) -> None:
     click.echo(message.content)
     _usage(message.usage, message.response_time)
     _say(f"conversation {agent.conversation_id} holds {len(await agent.get_history())} messages")
+
+    _say("await agent.run_job(TRIAGE): a typed answer, validated on the worker")
+    try:
+        typed = await agent.run_job(TRIAGE, store_history=False)
+    except OutputValidationError as exc:  # a small model may still miss the shape
+        click.echo(f"{exc.message} (raw: {exc.details.get('raw')!r})")
+    else:
+        click.echo(repr(typed.content))
+        _usage(typed.usage, typed.response_time)
 
     settings = {"max_tokens": 60}
     optimist = Agent(

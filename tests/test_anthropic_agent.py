@@ -16,6 +16,7 @@ from celery_agents.embedded.worker import WorkerProcess
 from celery_agents.events import RunDone, TextDelta, ToolCallEvent, ToolResultEvent
 from celery_agents.facade.client import get_client
 from celery_agents.testing.scripted_server import Fail, Reply, ScriptedModelServer, ToolCallSpec
+from tests.support.events import FlowerFeed
 from tests.support.models import Finding
 from tests.test_hostile_input import log_of, redis_contents
 
@@ -114,22 +115,34 @@ async def test_a_typed_job_is_answered_through_the_final_result_tool(
 
 
 async def test_the_key_stays_on_the_worker_even_when_the_provider_echoes_it(
-    worker: WorkerProcess, claude: ScriptedModelServer
+    private_worker: Callable[..., WorkerProcess], claude: ScriptedModelServer
 ) -> None:
-    claude.script(Reply("fine"))
-    handle = await Agent("claude", MODEL).submit("hello", timeout=30)
-    assert (await handle.result(timeout=30)).content == "fine"
-    assert len(messages_requests(claude)) == 1  # with the key: this server wants it
-
-    claude.script(Fail(401, message=f"invalid x-api-key: {KEY}"))
-    with pytest.raises(ModelError, match="HTTP 401") as info:
-        await Agent("claude", MODEL).run("hello again", timeout=30)
+    worker = private_worker(
+        concurrency=2,
+        extra_env={
+            "ANTHROPIC_API_KEY": KEY,
+            "ANTHROPIC_BASE_URL": claude.anthropic_url,
+            "CELERY_AGENTS_TASK_EVENTS": "true",
+        },
+    )
+    claude.script(Reply("fine"), Fail(401, message=f"invalid x-api-key: {KEY}"))
+    with FlowerFeed(get_client().app) as flower:
+        handle = await Agent("claude", MODEL).submit("hello", timeout=30)
+        assert (await handle.result(timeout=30)).content == "fine"
+        assert len(messages_requests(claude)) == 1  # with the key: this server wants it
+        with pytest.raises(ModelError, match="HTTP 401") as info:
+            await Agent("claude", MODEL).run("hello again", timeout=30)
+        flower.wait_for(lambda e: e["type"] == "task-failed")
     seen = {
         "the error": json.dumps(info.value.to_json()),
         "Redis": redis_contents(get_client().settings.redis_url),
         "the worker's log": log_of(worker),
+        "Flower's event feed": flower.text(),
     }
-    assert handle.run_id in seen["the worker's log"]
+    assert (
+        handle.run_id in seen["the worker's log"] and handle.run_id in seen["Flower's event feed"]
+    )
+    assert "<redacted>" in seen["the error"]
     for place, text in seen.items():
         assert KEY not in text, f"the Anthropic key leaked into {place}"
 

@@ -478,8 +478,7 @@ async def test_a_providers_key_appears_in_no_message_result_event_key_log_or_flo
         message = await handle.result(timeout=30)
         events = [event async for event in handle.events(timeout=10)]
         parked = await agent.submit("parked prompt", queue=parked_queue)  # nobody consumes it
-        # A queue's first send declares it through Celery's producer; the next ones are
-        # written directly (tasks/envelope.py): both kinds of message are looked at.
+        # Two messages that nobody consumes: their bodies, as queued, are looked at too.
         parked_direct = await agent.submit("parked direct prompt", queue=parked_queue)
         flower.wait_for(lambda e: e["type"] == "task-succeeded" and e["uuid"] == handle.run_id)
     try:

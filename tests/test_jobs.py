@@ -23,7 +23,7 @@ from celery_agents.embedded.worker import WorkerProcess
 from celery_agents.facade.client import get_client
 from celery_agents.output import OutputSpec
 from celery_agents.tasks.payload import RunPayload
-from celery_agents.testing.scripted_server import Reply, ScriptedModelServer, ToolCallSpec
+from celery_agents.testing.scripted_server import Fail, Reply, ScriptedModelServer, ToolCallSpec
 from tests.support.models import Finding
 
 pytestmark = pytest.mark.usefixtures("agents")
@@ -82,6 +82,19 @@ async def test_output_still_invalid_after_the_retry_fails_with_the_raw_text(
         await ops().run_job(TRIAGE, values={"incident": "x"})
     assert info.value.details["raw"] == '{"severity": "low", "summary": " "}'
     assert scripted_model.request_count == 2
+
+
+async def test_a_retry_past_the_models_context_fails_typed_with_the_first_answer(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    """A runaway answer sent back for correction may no longer fit the context: the run ends
+    as an invalid answer (with its text), not as a bare HTTP error."""
+    context = "request (2301 tokens) exceeds the available context size (2048 tokens)"
+    scripted_model.script(Reply("not json, and on and on"), Fail(400, message=context))
+    with pytest.raises(OutputValidationError, match="exceeds the available context") as info:
+        await ops().run_job(TRIAGE, values={"incident": "x"})
+    assert info.value.details["raw"] == "not json, and on and on"
+    assert info.value.details["output_type"] == "Finding"
 
 
 async def test_a_type_the_worker_cannot_import_is_validated_by_its_schema(

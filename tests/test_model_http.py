@@ -16,7 +16,7 @@ import pytest
 
 from celery_agents import Settings
 from celery_agents.config.manifest import AgentsManifest
-from celery_agents.errors import ModelError, UnknownProviderError
+from celery_agents.errors import ConfigError, ModelError, UnknownProviderError
 from celery_agents.llm.agent_loop import LoopResult, run_agent
 from celery_agents.llm.guard import RetryPolicy
 from celery_agents.llm.providers import CLIENT_SHARDS, ModelFactory
@@ -302,3 +302,24 @@ def test_a_retry_after_that_is_no_number_leaves_our_backoff() -> None:
     for advice in (float("nan"), float("inf")):
         assert 0.375 <= policy.delay(0, advice) <= 0.625
     assert policy.delay(0, 2.0) == 2.0
+
+
+async def test_a_pydantic_ai_prefix_whose_sdk_is_missing_names_the_package(
+    models: ModelFactory,
+) -> None:
+    try:
+        import google.genai  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("google-genai is installed here")
+    with pytest.raises(ConfigError, match=r"install pydantic-ai-slim\[google\] where they run"):
+        await models.get("google:gemini-2.0-flash")
+
+
+async def test_an_anthropic_model_without_its_key_names_the_variable(
+    models: ModelFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="set ANTHROPIC_API_KEY in the workers' environment"):
+        await models.get("anthropic:claude-sonnet-4-5")
