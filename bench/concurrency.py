@@ -26,6 +26,7 @@ from celery_agents import Agent, Settings
 from celery_agents.config.manifest import AgentsManifest
 from celery_agents.llm.agent_loop import run_agent
 from celery_agents.llm.providers import ModelFactory
+from celery_agents.testing.emitter import Collected
 
 LATENCY = 1.0
 IN_FLIGHT = 200
@@ -79,7 +80,7 @@ def model_calls_alone(url: str, calls: int) -> float:
 
         async def one() -> None:
             async with slots:
-                await run_agent(await models.get("scripted:m"), "x", emit=_Nothing())
+                await run_agent(await models.get("scripted:m"), "x", emit=Collected())
 
         try:
             await asyncio.gather(*(one() for _ in range(IN_FLIGHT)))  # warm: connections
@@ -90,17 +91,6 @@ def model_calls_alone(url: str, calls: int) -> float:
             await models.aclose()
 
     return asyncio.run(run())
-
-
-class _Nothing:
-    async def text(self, delta: str) -> None:
-        pass
-
-    async def tool_call(self, call: object) -> None:
-        pass
-
-    async def tool_result(self, call: object) -> None:
-        pass
 
 
 def without_http(runs: int) -> float:

@@ -15,12 +15,13 @@ from typing import Any, Literal
 import pytest
 
 from celery_agents import Settings
-from celery_agents.config.manifest import AgentsManifest
+from celery_agents.config.manifest import AgentsManifest, ModelSettings
 from celery_agents.errors import ConfigError, ModelError, UnknownProviderError
 from celery_agents.llm.agent_loop import LoopResult, run_agent
 from celery_agents.llm.guard import RetryPolicy
 from celery_agents.llm.providers import CLIENT_SHARDS, ModelFactory
-from celery_agents.messages import ToolCallInfo
+from celery_agents.llm.settings import as_pydantic_ai
+from celery_agents.testing.emitter import Collected
 from celery_agents.testing.scripted_server import (
     Fail,
     Hang,
@@ -57,20 +58,6 @@ async def models(
     await factory.aclose()
 
 
-class Deltas:
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-
-    async def text(self, delta: str) -> None:
-        self.texts.append(delta)
-
-    async def tool_call(self, call: ToolCallInfo) -> None:
-        pass
-
-    async def tool_result(self, call: ToolCallInfo) -> None:
-        pass
-
-
 async def call(
     models: ModelFactory,
     prompt: str,
@@ -79,7 +66,7 @@ async def call(
     tools: list[Tool] | None = None,
     **settings: Any,
 ) -> tuple[list[str], LoopResult]:
-    emit = Deltas()
+    emit = Collected()
     result = await run_agent(
         await models.get(ref),
         prompt,
@@ -323,3 +310,14 @@ async def test_an_anthropic_model_without_its_key_names_the_variable(
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="set ANTHROPIC_API_KEY in the workers' environment"):
         await models.get("anthropic:claude-sonnet-4-5")
+
+
+def test_our_model_settings_reach_pydantic_ai_under_its_names() -> None:
+    ours = ModelSettings(temperature=0.0, max_tokens=9, stop=["END"], extra_body={"top_k": 3})
+    assert as_pydantic_ai(ours) == {
+        "temperature": 0.0,  # zero is set, not left out
+        "max_tokens": 9,
+        "stop_sequences": ["END"],
+        "extra_body": {"top_k": 3},
+    }
+    assert as_pydantic_ai(ModelSettings()) == {}

@@ -15,7 +15,7 @@ from celery_agents.events import RunDone, TextDelta
 from celery_agents.facade.client import CLIENT_NAME
 from celery_agents.llm.agent_loop import run_agent
 from celery_agents.llm.offline import offline_model, register_test_model
-from celery_agents.messages import ToolCallInfo
+from celery_agents.testing.emitter import Collected
 from celery_agents.testing.scripted_server import Reply, ScriptedModelServer
 
 
@@ -50,25 +50,11 @@ async def test_a_dropped_pubsub_connection_loses_no_event(
     assert text == events[-1].message.content == "".join(words)
 
 
-class Collected:
-    def __init__(self) -> None:
-        self.deltas: list[str] = []
-
-    async def text(self, delta: str) -> None:
-        self.deltas.append(delta)
-
-    async def tool_call(self, call: ToolCallInfo) -> None:
-        pass
-
-    async def tool_result(self, call: ToolCallInfo) -> None:
-        pass
-
-
 async def test_the_test_model_echoes_and_streams_word_by_word() -> None:
     emit = Collected()
     result = await run_agent(offline_model("echo"), "one two  three", emit=emit)
-    assert "".join(emit.deltas) == result.text == "one two  three"
-    assert len(emit.deltas) == 3
+    assert "".join(emit.texts) == result.text == "one two  three"
+    assert len(emit.texts) == 3
 
 
 async def test_a_registered_pydantic_ai_model_may_be_async_and_wait() -> None:
@@ -85,4 +71,4 @@ async def test_a_registered_pydantic_ai_model_may_be_async_and_wait() -> None:
     assert not pending.done()
     released.set()
     result = await asyncio.wait_for(pending, 5)
-    assert "".join(emit.deltas) == result.text == "late answer"
+    assert "".join(emit.texts) == result.text == "late answer"

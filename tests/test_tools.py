@@ -15,7 +15,7 @@ from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls
 from celery_agents.errors import ConfigError, ToolError
 from celery_agents.llm.agent_loop import LoopResult, run_agent
 from celery_agents.llm.toolset import pydantic_ai_tool
-from celery_agents.messages import ToolCallInfo
+from celery_agents.testing.emitter import Collected
 from celery_agents.tools import Tool, ToolRegistry
 
 
@@ -25,17 +25,6 @@ async def fetch_logs(service: str, minutes: int = 60) -> str:
     Longer description that is not sent.
     """
     return f"{service}:{minutes}"
-
-
-class Quiet:
-    async def text(self, delta: str) -> None:
-        pass
-
-    async def tool_call(self, call: ToolCallInfo) -> None:
-        pass
-
-    async def tool_result(self, call: ToolCallInfo) -> None:
-        pass
 
 
 def calling(name: str, arguments: str, times: int = 1) -> FunctionModel:
@@ -54,7 +43,9 @@ def calling(name: str, arguments: str, times: int = 1) -> FunctionModel:
 
 
 async def run(tool: Tool, arguments: str, times: int = 1) -> LoopResult:
-    return await run_agent(calling(tool.name, arguments, times), "go", emit=Quiet(), tools=[tool])
+    return await run_agent(
+        calling(tool.name, arguments, times), "go", emit=Collected(), tools=[tool]
+    )
 
 
 def test_the_schema_comes_from_the_signature_and_docstring() -> None:
