@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import select
+import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -36,7 +40,8 @@ async def test_a_local_run_and_stream_return_text_with_usage() -> None:
 async def test_a_typed_job_is_answered_under_the_schemas_grammar() -> None:
     """llama.cpp turns the JSON Schema sent as ``response_format`` into a grammar, so even a
     135M model's answer parses and validates as the class."""
-    msg = await Agent("local", "local:smollm2").run_job(VERDICT, timeout=120)
+    agent = Agent("local", "local:smollm2", model_settings={"temperature": 0.0})
+    msg = await agent.run_job(VERDICT, timeout=120)
     assert isinstance(msg.content, Verdict)
     assert msg.usage is not None and msg.usage.output_tokens > 0
 
@@ -58,3 +63,38 @@ async def test_the_workers_token_cap_bounds_a_run_that_sets_none(
     story = "Write a long story about the sea."
     msg = await Agent("local", "local:smollm2").run(story, timeout=120)
     assert msg.usage is not None and 0 < msg.usage.output_tokens <= 8
+
+
+def local_servers_of(pid: int) -> list[int]:
+    """The embedded model servers that process ``pid`` started (its children, from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"celery_agents.llm.local" in command:
+            found.append(int(entry.name))
+    return found
+
+
+async def test_a_killed_worker_leaves_no_model_server_behind(
+    private_worker: Callable[..., WorkerProcess],
+) -> None:
+    worker = private_worker(concurrency=1)
+    msg = await Agent("local", "local:smollm2", model_settings={"max_tokens": 4}).run(
+        "Hi.", timeout=120
+    )
+    assert msg.usage is not None
+    (server,) = local_servers_of(worker.process.pid)
+    watch = os.pidfd_open(server)  # readable once that process has ended
+    try:
+        worker.process.send_signal(signal.SIGKILL)  # no atexit, no shutdown: the pipe closes
+        worker.process.wait(timeout=10)
+        ended, _, _ = select.select([watch], [], [], 15)
+    finally:
+        os.close(watch)
+    assert ended, "the embedded model server outlived its worker"

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import importlib.util
 import os
 import selectors
@@ -216,18 +217,27 @@ class LocalModelProcess:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the child (SIGTERM, then SIGKILL). Safe to call more than once."""
         end_process(self.process, timeout)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def spawn_local_server(
     *, threads: int | None = None, startup_timeout: float = 90.0
 ) -> LocalModelProcess:
     """Start the local model in a child process and return once it serves."""
-    command = [sys.executable, "-m", "celery_agents.llm.local", "--port", "0"]
+    command = [sys.executable, "-m", "celery_agents.llm.local", "--port", "0", "--exit-with-parent"]
     if threads is not None:
         command += ["--threads", str(threads)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Its stdin is a pipe nobody writes to: when this process ends, however it ends (kill -9
+    # too), the pipe closes and the child stops (``--exit-with-parent``).
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout is not None
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)
@@ -256,6 +266,13 @@ def ensure_local_server() -> LocalModelProcess:
         return _singleton
 
 
+def _stop_at_eof(stop: threading.Event) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        while sys.stdin.buffer.read(4096):
+            pass
+    stop.set()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Serve the local model until SIGTERM or SIGINT; prints the base URL on one line."""
     parser = argparse.ArgumentParser(
@@ -268,9 +285,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parallel", type=int, default=4, help="concurrent request slots")
     parser.add_argument("--threads", type=int, default=None, help="default: CPU count")
     parser.add_argument("--model", type=Path, default=None, help="GGUF file (default: SmolLM2)")
+    parser.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop when stdin closes (the parent that holds its other end has ended)",
+    )
     args = parser.parse_args(argv)
 
     stop = threading.Event()
+    if args.exit_with_parent:
+        threading.Thread(target=_stop_at_eof, args=(stop,), daemon=True).start()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()

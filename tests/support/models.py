@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 
 class Finding(BaseModel):
@@ -20,7 +20,8 @@ class Finding(BaseModel):
 
 
 class Verdict(BaseModel):
-    """A shape small enough for the embedded SmolLM2 to fill under a JSON-schema grammar."""
+    """A shape small enough for the embedded SmolLM2 to fill under a JSON-schema grammar (the
+    grammar also bounds the string, so a small model cannot ramble past the token cap)."""
 
     healthy: bool
-    reason: str
+    reason: str = Field(max_length=80)
