@@ -21,6 +21,11 @@ _EXPORTS = {
     "TextChunk": "facade",
     "configure": "facade",
     "team_from_manifest": "facade",
+    "runs": "facade.stored",
+    "run": "facade.stored",
+    "usage": "facade.stored",
+    "StoredRun": "store.queries",
+    "UsageRow": "store.queries",
     "AgentsManifest": "config",
     "Settings": "config",
     "AgentResponse": "messages",
@@ -72,6 +77,7 @@ __all__ = [
     "RunTimeout",
     "Settings",
     "StageError",
+    "StoredRun",
     "Talk",
     "Team",
     "TeamRun",
@@ -82,10 +88,14 @@ __all__ = [
     "UnknownProviderError",
     "UnknownToolError",
     "Usage",
+    "UsageRow",
     "UserError",
     "configure",
+    "run",
+    "runs",
     "team_from_manifest",
     "tool",
+    "usage",
 ]
 
 
@@ -136,7 +146,9 @@ if TYPE_CHECKING:
         configure,
         team_from_manifest,
     )
+    from .facade.stored import run, runs, usage
     from .jobs import Job
     from .messages import AgentResponse, ChatMessage, Talk, Usage
     from .runstate import RunRecord
+    from .store.queries import StoredRun, UsageRow
     from .tools import tool

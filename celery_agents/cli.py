@@ -224,6 +224,8 @@ def status() -> None:
     for queue, depth in report.queues.items():
         console.print(f"queue {queue}: {'?' if depth is None else depth} waiting")
     console.print(f"background entries: {len(report.entries)} active")
+    if report.store_backlog:
+        console.print(f"run store: {report.store_backlog} records waiting for the database")
     usage = Table("agent", "runs", "errors", "tokens in", "tokens out", "cost", title="last hour")
     for agent, row in sorted(report.usage.items()):
         cost = f"${row['cost']:.6f}" if "cost" in row else "-"
@@ -257,7 +259,102 @@ def run(
 
 @main.group()
 def runs() -> None:
-    """Failed runs kept for inspection and retry (dead letters)."""
+    """Runs in the run store (list, show, usage), and failed runs kept for retry."""
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+@runs.command("list")
+@click.option("--agent", default=None, help="Runs of this agent.")
+@click.option("--team", default=None, help="Runs of this Team or TeamRun.")
+@click.option("--tenant", default=None)
+@click.option("--schedule", default=None, help="Fires of this schedule or background entry.")
+@click.option("--state", default=None, help="succeeded, failed, cancelled or timed_out.")
+@click.option("--since", default=None, help="7d, 24h, or an ISO time (UTC).")
+@click.option("--until", default=None, help="7d, 24h, or an ISO time (UTC).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def runs_list(
+    agent: str | None,
+    team: str | None,
+    tenant: str | None,
+    schedule: str | None,
+    state: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """The newest runs in the run store."""
+    from .facade.bridge import run_sync
+    from .facade.stored import runs as stored_runs
+    from .runs_report import parse_when, print_runs
+
+    rows = run_sync(
+        stored_runs(
+            agent=agent,
+            team=team,
+            tenant=tenant,
+            schedule=schedule,
+            state=state,
+            since=parse_when(since, "--since"),
+            until=parse_when(until, "--until"),
+            limit=limit,
+        )
+    )
+    print_runs(_console(), rows, as_json=as_json)
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def runs_show(run_id: str, as_json: bool) -> None:
+    """One run: its record, prompt, tool calls and answer."""
+    from .errors import UserError
+    from .facade.bridge import run_sync
+    from .facade.stored import run as stored_run
+    from .runs_report import print_run
+
+    found = run_sync(stored_run(run_id))
+    if found is None:
+        raise UserError(f"no run {run_id!r} in the run store")
+    print_run(_console(), found, as_json=as_json)
+
+
+@runs.command("usage")
+@click.option(
+    "--by",
+    "group_by",
+    default="agent",
+    show_default=True,
+    help="Comma-separated: tenant, agent, model, day.",
+)
+@click.option("--tenant", default=None)
+@click.option("--since", default=None, help="7d, 24h, or an ISO time (UTC).")
+@click.option("--until", default=None, help="7d, 24h, or an ISO time (UTC).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def runs_usage(
+    group_by: str, tenant: str | None, since: str | None, until: str | None, as_json: bool
+) -> None:
+    """Runs, tokens, requests and cost of agent runs, grouped."""
+    from .facade.bridge import run_sync
+    from .facade.stored import usage
+    from .runs_report import parse_when, print_usage
+
+    groups = [g.strip() for g in group_by.split(",") if g.strip()]
+    rows = run_sync(
+        usage(
+            group_by=groups,
+            tenant=tenant,
+            since=parse_when(since, "--since"),
+            until=parse_when(until, "--until"),
+        )
+    )
+    print_usage(_console(), rows, groups, as_json=as_json)
 
 
 @runs.command("failed")

@@ -117,6 +117,11 @@ class Keys:
         """Hash of per-agent runs, errors, tokens and cost in one minute (epoch minutes)."""
         return f"{self.prefix}:usage:{minute}"
 
+    def store_records(self, store: str) -> str:
+        """Stream of ended runs' records on their way to one run store (``store``: its id,
+        ``store/url.py``), drained by that store's writers."""
+        return f"{self.prefix}:store:{store}:records"
+
     def client_channel(self, client_id: str) -> str:
         """A client's own channel; keeps its pub/sub connection subscribed while idle."""
         return f"{self.prefix}:client:{client_id}"

@@ -14,6 +14,7 @@ from amqp.exceptions import ChannelError
 from .config.settings import Settings
 from .keys import Keys
 from .scheduler.admin import list_entries
+from .store.url import store_id, store_url
 from .tasks.app import create_client_app
 
 
@@ -33,6 +34,7 @@ class FleetStatus:
     queues: dict[str, int | None] = field(default_factory=dict)
     entries: list[tuple[str, ...]] = field(default_factory=list)
     usage: dict[str, dict[str, float]] = field(default_factory=dict)
+    store_backlog: int = 0  # records the run store's writers have not landed yet
 
 
 def gather_status(settings: Settings, *, inspect_timeout: float = 1.0) -> FleetStatus:
@@ -44,9 +46,16 @@ def gather_status(settings: Settings, *, inspect_timeout: float = 1.0) -> FleetS
         status.queues = {settings.queue: _depth(settings)}
         status.entries = list_entries()
         status.usage = last_hour_usage(client, keys, time.time())
+        status.store_backlog = _backlog(client, keys, settings)
         return status
     finally:
         client.close()
+
+
+def _backlog(client: redis.Redis, keys: Keys, settings: Settings) -> int:
+    """Records of ended runs that this settings' run store has not received yet."""
+    url = store_url(settings.store_url)
+    return 0 if url is None else int(client.xlen(keys.store_records(store_id(url))))
 
 
 def _workers(

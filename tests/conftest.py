@@ -12,6 +12,7 @@ from celery_agents import Settings, configure
 from celery_agents.embedded.worker import WorkerProcess, start_beat, start_worker
 from celery_agents.testing.plugin import TEST_WORKER_ENV
 from celery_agents.testing.scripted_server import ScriptedModelServer
+from tests.support.store import private_database
 
 PRICE = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
 
@@ -65,6 +66,13 @@ def celery_agents_manifest(_scripted_model_server: ScriptedModelServer) -> dict[
             "pipeline": {"mode": "sequential", "members": ["reviewers", "writer"]},
         },
     }
+
+
+@pytest.fixture
+def postgres_store() -> Iterator[str]:
+    """A database of this test's own on the machine's PostgreSQL (skipped without one,
+    failed when CI=true): its store URL."""
+    yield from private_database()
 
 
 @pytest.fixture

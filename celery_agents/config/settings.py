@@ -74,6 +74,24 @@ class Settings(BaseSettings):
         description="largest run message, in bytes of JSON (a Team's routing data excluded)",
     )
 
+    store_url: str | None = Field(
+        None,
+        description="the run store: sqlite+aiosqlite:///PATH, postgresql+asyncpg://..., a "
+        "file path, or none (off); unset, a SQLite file under the user's data directory",
+    )
+    store_content: bool = Field(
+        True, description="keep each run's prompt and answer in the store (false: metadata)"
+    )
+    store_retention_days: float = Field(
+        90, gt=0, description="days the store keeps a run; older ones are purged daily"
+    )
+    store_backlog_max: int = Field(
+        1_000_000,
+        gt=0,
+        description="records kept in Redis for the store while its database is away; past "
+        "it the oldest are dropped (celery-agents status shows the backlog)",
+    )
+
     local_base_url: str | None = Field(
         None, description="an already running `local` model server; else workers start one"
     )

@@ -21,11 +21,13 @@ from redis.commands.core import AsyncScript
 
 from ..config.manifest import AgentsManifest
 from ..config.settings import Settings
-from ..errors import UserError
+from ..errors import ConfigError, UserError
 from ..history import ConversationStore
 from ..keys import Keys
 from ..messages import ChatMessage
 from ..redis_pool import async_redis
+from ..store.database import RunStore
+from ..store.url import store_url
 from ..streaming.hub import EventHub, RunWatch
 from ..streaming.publisher import EventPublisher
 from ..tasks.app import create_client_app
@@ -69,6 +71,8 @@ class AgentsClient:
         self._worker_tools: tuple[float, set[str]] = (0.0, set())
         self._enqueue: AsyncScript | None = None
         self._sender: concurrent.futures.ThreadPoolExecutor | None = None
+        self._store: RunStore | None = None
+        self._store_opening = asyncio.Lock()
 
     # Everything below runs on the I/O loop.
 
@@ -204,7 +208,21 @@ class AgentsClient:
         self._worker_tools = (time.monotonic(), tools)
         return tools
 
+    async def run_store(self) -> RunStore:
+        """The run store, opened (and migrated) on first use; ``ConfigError`` when it is off
+        or cannot be opened."""
+        async with self._store_opening:
+            if self._store is None:
+                url = store_url(self.settings.store_url)
+                if url is None:
+                    raise ConfigError("the run store is off (CELERY_AGENTS_STORE_URL=none)")
+                self._store = await RunStore.open(url)
+        return self._store
+
     async def aclose(self) -> None:
+        if self._store is not None:
+            await self._store.aclose()
+            self._store = None
         if self._hub is not None:
             await self._hub.close()
         if self._redis is not None:

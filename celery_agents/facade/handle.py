@@ -13,6 +13,7 @@ from ..text import as_text
 from .bridge import iterate_on_io, on_io, run_sync
 from .client import get_client
 from .follow import WAIT_GRACE, follow, wait_message
+from .stored import forgotten, outcome
 
 
 class RunHandle:
@@ -42,6 +43,9 @@ class RunHandle:
         wait = self._wait_for(timeout)
 
         async def go() -> ChatMessage:
+            stored = await forgotten(self.run_id)
+            if stored is not None:  # Redis expired it: the store has its end
+                return outcome(stored)
             return await wait_message(await get_client().watch(self.run_id), wait)
 
         return await on_io(go())
@@ -83,7 +87,12 @@ class RunHandle:
             record = await client.redis.hget(client.keys.run_state(self.run_id), "state")
             if record is not None:
                 return cast(RunStatus, as_text(record))
-            return _from_events(await read_replay(client.redis, client.keys, self.run_id))
+            status = _from_events(await read_replay(client.redis, client.keys, self.run_id))
+            if status == "unknown":
+                stored = await forgotten(self.run_id)
+                if stored is not None:
+                    return cast(RunStatus, stored.state)
+            return status
 
         return await on_io(read())
 

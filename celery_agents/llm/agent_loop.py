@@ -66,6 +66,7 @@ class Emitter(Protocol):
 class LoopResult:
     text: str
     usage: Usage = field(default_factory=Usage)
+    requests: int = 0  # model requests made (answered or not)
     tool_calls: list[ToolCallInfo] = field(default_factory=list)
     model_name: str = ""
     output: Any = None  # the validated structured answer, when an output type was asked for
@@ -118,25 +119,26 @@ async def run_agent(
                 event_stream_handler=events.handle,
             )
         except UsageLimitExceeded:
-            result.usage = _used(messages)
+            _used(result, messages, len(history))
             raise ToolError(
                 f"the model was still calling tools after {max_turns} turns", max_turns=max_turns
             ) from None
         except UnexpectedModelBehavior as exc:
-            result.usage = _used(messages)
+            _used(result, messages, len(history))
             raise _unexpected(exc, events, output, messages) from None
         except ModelError as exc:
-            result.usage = _used(messages)
+            _used(result, messages, len(history))
             if output is not None and _retrying_output(messages):
                 raise _invalid(
                     output, f"the model could not answer again: {exc}", messages
                 ) from exc
             raise
         except BaseException:
-            result.usage = _used(messages)
+            _used(result, messages, len(history))
             raise
     usage = run.usage
     result.usage = Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+    result.requests = usage.requests
     result.model_name = run.response.model_name or ""
     if output is None:
         result.text = str(run.output)
@@ -251,12 +253,14 @@ def _message(turn: Turn) -> ModelMessage:
     return ModelRequest(parts=[UserPromptPart(turn.text)])
 
 
-def _used(messages: list[ModelMessage]) -> Usage:
-    responses = [m for m in messages if isinstance(m, ModelResponse)]
-    return Usage(
+def _used(result: LoopResult, messages: list[ModelMessage], past: int) -> None:
+    """What the model calls of a run that failed used (the ``past`` history excluded)."""
+    responses = [m for m in messages[past:] if isinstance(m, ModelResponse)]
+    result.usage = Usage(
         input_tokens=sum(m.usage.input_tokens for m in responses),
         output_tokens=sum(m.usage.output_tokens for m in responses),
     )
+    result.requests = len(responses)
 
 
 def _unexpected(

@@ -66,6 +66,7 @@ class _Builder:
             position=list(place.position),
             forwarded_from=list(place.forwarded),
             background=self.tree.background if run_id == self.tree.run_id else None,
+            tenant=self.tree.tenant,
         )
         # A TeamRun whose last stage is an agent ends in that stage's task: one hop less.
         folded = isinstance(node, ChainNode) and isinstance(node.members[-1], AgentNode)

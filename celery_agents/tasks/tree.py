@@ -135,3 +135,4 @@ class GroupPayload(WireModel):
     position: list[int] = Field(default_factory=list)
     forwarded_from: list[str] = Field(default_factory=list)
     background: str | None = None
+    tenant: str | None = None

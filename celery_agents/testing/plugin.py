@@ -9,6 +9,9 @@ providers, tools and agents; ``scripted_model.url`` is the scripted server's bas
 - ``agents_worker``: a ``celery-agents worker`` subprocess serving the manifest.
 - ``agents_beat``: a ``celery-agents beat`` subprocess (for background runs and schedules).
 - ``agents``: the facade configured to use them (``Settings``).
+- ``agents_store_url``: the run store of the session's workers and facade: a SQLite file of
+  the session's own (set as ``CELERY_AGENTS_STORE_URL`` for the session), unless that
+  variable already names one.
 
 ``CELERY_AGENTS_TEST_BROKER_URL=amqp://...`` runs the session's worker on that broker (Redis
 stays the result backend); ``CELERY_AGENTS_KEEP_LOGS=1`` keeps the test workers' log files.
@@ -40,6 +43,20 @@ TEST_WORKER_ENV = {
     "CELERY_AGENTS_MODEL_RETRY_MAX_DELAY": "0.5",
     "CELERY_AGENTS_MODEL_MAX_RETRIES": "3",
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def agents_store_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    chosen = os.environ.get("CELERY_AGENTS_STORE_URL")
+    if chosen:
+        yield chosen
+        return
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('store') / 'runs.db'}"
+    os.environ["CELERY_AGENTS_STORE_URL"] = url
+    try:
+        yield url
+    finally:
+        os.environ.pop("CELERY_AGENTS_STORE_URL", None)
 
 
 @pytest.fixture(scope="session")

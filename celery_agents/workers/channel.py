@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from ..errors import CeleryAgentsError
@@ -103,28 +102,16 @@ def add_usage(
     cost: float | None,
     *,
     ttl: int,
+    requests: int = 0,
 ) -> None:
-    """Queue adding a member's tokens and cost to every enclosing Team/TeamRun's usage hash."""
+    """Queue adding a member's tokens, requests and cost to every enclosing Team/TeamRun's
+    usage hash."""
     for ancestor in lineage:
         key = keys.run_usage(ancestor.run_id)
         pipe.hincrby(key, "input_tokens", usage.input_tokens)
         pipe.hincrby(key, "output_tokens", usage.output_tokens)
+        if requests:
+            pipe.hincrby(key, "requests", requests)
         if cost is not None:
             pipe.hincrbyfloat(key, "cost", cost)
         pipe.expire(key, ttl)
-
-
-async def read_usage(client: aioredis.Redis, keys: Keys, run_id: str) -> tuple[Usage, float | None]:
-    """A Team/TeamRun's rolled-up tokens and cost (cost None when no member had a price)."""
-    raw = await client.hgetall(keys.run_usage(run_id))
-    values = {_text(k): _text(v) for k, v in raw.items()}
-    usage = Usage(
-        input_tokens=int(values.get("input_tokens", 0)),
-        output_tokens=int(values.get("output_tokens", 0)),
-    )
-    cost = round(float(values["cost"]), 10) if "cost" in values else None
-    return usage, cost
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

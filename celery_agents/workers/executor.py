@@ -22,6 +22,7 @@ from ..llm.guard import estimated
 from ..llm.settings import as_pydantic_ai
 from ..messages import ChatMessage, Participant, ToolCallInfo, Usage
 from ..runstate import final_state
+from ..store.entry import RunEntry
 from ..streaming.outbox import Outbox
 from ..tasks.names import RUN_AGENT
 from ..tasks.payload import RunPayload
@@ -33,6 +34,7 @@ from .channel import RunChannel, add_usage
 from .leases import AlreadyRan, Claim, RunningElsewhere
 from .pricing import cost_of
 from .runtime import WorkerRuntime
+from .store_entries import agent_entry
 
 log = logging.getLogger("celery_agents.run")
 
@@ -198,7 +200,19 @@ async def _execute_claimed(
             if payload.store_history:  # written before the result is out, as in one call
                 runtime.history.append_in(pipe, payload.conversation_id, run_id, [user, message])
             usage = message.usage or Usage()
-            add_usage(pipe, runtime.keys, channel.lineage, usage, message.cost, ttl=ttl)
+            add_usage(
+                pipe,
+                runtime.keys,
+                channel.lineage,
+                usage,
+                message.cost,
+                ttl=ttl,
+                requests=progress.requests,
+            )
+            runtime.record(
+                pipe,
+                _entry(runtime, payload, previous, claim, started, progress, message=message),
+            )
             record_run(
                 pipe,
                 runtime.keys,
@@ -223,8 +237,19 @@ async def _execute_claimed(
         await spend(runtime.redis, runtime.keys, payload.tenant, used.total_tokens - reserved)
     async with runtime.redis.pipeline(transaction=False) as pipe:
         state = (run_id, final_state(error), runtime.settings.result_ttl)
-        if used.total_tokens:
-            add_usage(pipe, runtime.keys, channel.lineage, used, cost, ttl=state[2])
+        if used.total_tokens or progress.requests:
+            add_usage(
+                pipe,
+                runtime.keys,
+                channel.lineage,
+                used,
+                cost,
+                ttl=state[2],
+                requests=progress.requests,
+            )
+        runtime.record(
+            pipe, _entry(runtime, payload, previous, claim, started, progress, error=error)
+        )
         record_run(pipe, runtime.keys, agent.name, used, cost, ok=False, state=state)
         pipe.delete(runtime.keys.run_lock(run_id))
         await channel.failed(error, after=pipe)
@@ -246,11 +271,8 @@ async def _run(
     agent = payload.agent
     tools = _registered_tools(runtime, payload)
     model = await runtime.models.get(agent.model)
-    prompt = payload.prompt
-    if previous is not None and previous.message is not None:
-        prompt = as_prompt(previous.message)
     user = ChatMessage(
-        content="\n\n".join([*payload.prefixes, prompt]),
+        content=prompt_of(payload, previous),
         role="user",
         run_id=payload.run_id,
         conversation_id=payload.conversation_id,
@@ -283,6 +305,47 @@ async def _run(
         forwarded_from=payload.forwarded_from,
     )
     return user, message
+
+
+def prompt_of(payload: RunPayload, previous: MemberRecord | None) -> str:
+    """The prompt the model is given: the run's (inside a TeamRun, the previous stage's
+    output), after the shared prompts of the Teams above it."""
+    prompt = payload.prompt
+    if previous is not None and previous.message is not None:
+        prompt = as_prompt(previous.message)
+    return "\n\n".join([*payload.prefixes, prompt])
+
+
+def _entry(
+    runtime: WorkerRuntime,
+    payload: RunPayload,
+    previous: MemberRecord | None,
+    claim: Claim,
+    started: float,
+    progress: LoopResult,
+    *,
+    message: ChatMessage | None = None,
+    error: CeleryAgentsError | None = None,
+) -> RunEntry:
+    """The run's record for the store; ``started`` is the claim's monotonic time."""
+    usage = message.usage or Usage() if message is not None else progress.usage
+    if message is not None:
+        cost = message.cost
+    else:
+        cost = cost_of(runtime.manifest, payload.agent.model, usage) if usage.total_tokens else None
+    return agent_entry(
+        payload,
+        prompt=prompt_of(payload, previous),
+        attempt=claim.attempt,
+        worker=runtime.hostname,
+        queued_at=claim.queued_at,
+        started_at=time.time() - (time.monotonic() - started),
+        usage=usage,
+        requests=progress.requests,
+        cost=cost,
+        message=message,
+        error=error,
+    )
 
 
 def request_settings(

@@ -15,8 +15,9 @@ from ..runstate import final_state, write_state
 from ..tasks.names import RUN_TEAM
 from ..tasks.records import MemberRecord
 from ..tasks.tree import GroupPayload
-from .channel import RunChannel, read_usage
+from .channel import RunChannel
 from .runtime import WorkerRuntime
+from .store_entries import GroupFacts, group_entry
 
 
 def _channel(runtime: WorkerRuntime, group: GroupPayload) -> RunChannel:
@@ -51,7 +52,8 @@ async def collect_team(
         await _fail(runtime, group, channel, error)
         return _record(group, status="failed", error=error.to_json())
     messages = [r.message for r in ok if r.message is not None]
-    usage, cost = await read_usage(runtime.redis, runtime.keys, group.run_id)
+    facts = await _facts(runtime, group)
+    usage, cost = facts.usage, facts.cost
     message = ChatMessage(
         content=[m.content for m in messages],
         name=group.name,
@@ -63,7 +65,7 @@ async def collect_team(
         associated_messages=messages,
         metadata={"errors": errors, "members": [r.name for r in ok]},
     )
-    return await _succeed(runtime, group, channel, message)
+    return await _succeed(runtime, group, channel, message, facts)
 
 
 async def finish_chain(
@@ -75,9 +77,9 @@ async def finish_chain(
     if record.status != "ok" and await _cancelled(runtime, group):
         return await _end_cancelled(runtime, group, channel)
     if record.status == "ok" and record.message is not None:
-        usage, cost = await read_usage(runtime.redis, runtime.keys, group.run_id)
-        message = record.message.model_copy(update={"usage": usage, "cost": cost})
-        return await _succeed(runtime, group, channel, message)
+        facts = await _facts(runtime, group)
+        message = record.message.model_copy(update={"usage": facts.usage, "cost": facts.cost})
+        return await _succeed(runtime, group, channel, message, facts)
     if record.status == "skipped" and not record.failed_inside(group.position):
         return record  # the TeamRun's own input had failed: pass the failure along
     cause = record.exception()
@@ -91,12 +93,28 @@ async def finish_chain(
     return _record(group, status="failed", error=error.to_json())
 
 
+async def _facts(runtime: WorkerRuntime, group: GroupPayload) -> GroupFacts:
+    """What Redis holds of the group as it ends, in one round trip."""
+    async with runtime.redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(runtime.keys.run_state(group.run_id))
+        pipe.hgetall(runtime.keys.run_usage(group.run_id))
+        pipe.get(runtime.keys.tree_payload(group.run_id))
+        state, usage, tree = await pipe.execute()
+    return GroupFacts.parse(state, usage, tree)
+
+
 async def _succeed(
-    runtime: WorkerRuntime, group: GroupPayload, channel: RunChannel, message: ChatMessage
+    runtime: WorkerRuntime,
+    group: GroupPayload,
+    channel: RunChannel,
+    message: ChatMessage,
+    facts: GroupFacts,
 ) -> MemberRecord:
-    """The group's record, then its result event, in one round trip."""
+    """The group's record (in Redis and for the store), then its result event, in one round
+    trip."""
     async with runtime.redis.pipeline(transaction=False) as pipe:
         write_state(pipe, runtime.keys, group.run_id, "succeeded", runtime.settings.result_ttl)
+        runtime.record(pipe, group_entry(group, facts, worker=runtime.hostname, message=message))
         await channel.done(message, after=pipe)
     return _record(group, status="ok", message=message)
 
@@ -104,10 +122,13 @@ async def _succeed(
 async def _publish_failure(
     runtime: WorkerRuntime, group: GroupPayload, channel: RunChannel, error: CeleryAgentsError
 ) -> None:
-    """The group's record, then its failure event, in one round trip."""
+    """The group's record (in Redis and for the store), then its failure event, in one round
+    trip."""
+    facts = await _facts(runtime, group)
     async with runtime.redis.pipeline(transaction=False) as pipe:
         state = final_state(error)
         write_state(pipe, runtime.keys, group.run_id, state, runtime.settings.result_ttl)
+        runtime.record(pipe, group_entry(group, facts, worker=runtime.hostname, error=error))
         await channel.failed(error, after=pipe)
 
 

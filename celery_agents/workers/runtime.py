@@ -26,6 +26,11 @@ from ..history import ConversationStore
 from ..keys import Keys
 from ..llm.providers import ModelFactory
 from ..redis_pool import async_redis
+from ..store.database import RunStore
+from ..store.entry import RunEntry
+from ..store.handoff import StoreHandoff
+from ..store.url import store_url
+from ..store.writer import StoreWriter
 from ..streaming.publisher import EventPublisher
 from ..text import as_text
 from ..tools import REGISTRY, ToolRegistry
@@ -84,8 +89,39 @@ class WorkerRuntime:
             for name in sorted(manifest.provider_names - {"test"})
         }
         self.models = ModelFactory(settings, manifest, limiter=self.limiters.get)
+        self._open_store()
         self._control = asyncio.run_coroutine_threadsafe(self._listen_control(), self.loop.loop)
         self._renewing = asyncio.run_coroutine_threadsafe(self._renew_forever(), self.loop.loop)
+
+    def _open_store(self) -> None:
+        """The run store, migrated, and this process's writer of it (a bad or unreachable
+        store URL raises ``ConfigError``: the worker does not start)."""
+        url = store_url(self.settings.store_url)
+        self.store: RunStore | None = None
+        self._handoff: StoreHandoff | None = None
+        self.store_writer: StoreWriter | None = None
+        self._writing: concurrent.futures.Future[None] | None = None
+        if url is None:
+            return
+        self.store = self.loop.run(RunStore.open(url))
+        self._handoff = StoreHandoff(
+            self.keys, url, content=self.settings.store_content, cap=self.settings.store_backlog_max
+        )
+        self.store_writer = StoreWriter(
+            self.redis,
+            self.keys,
+            self.store,
+            consumer=self.hostname,
+            retention_days=self.settings.store_retention_days,
+        )
+        self._writing = asyncio.run_coroutine_threadsafe(
+            self.store_writer.run_forever(), self.loop.loop
+        )
+
+    def record(self, pipe: Any, entry: RunEntry) -> None:
+        """Queue handing ``entry`` to the run store on ``pipe`` (a no-op with the store off)."""
+        if self._handoff is not None:
+            self._handoff.queue(pipe, entry)
 
     async def _renew_forever(self) -> None:
         """Every lease interval: the leases of the runs held here, and the tenant's and
@@ -210,6 +246,8 @@ class WorkerRuntime:
     def close(self) -> None:
         self._control.cancel()
         self._renewing.cancel()
+        if self._writing is not None:
+            self._writing.cancel()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         try:
@@ -220,6 +258,8 @@ class WorkerRuntime:
     async def _aclose(self) -> None:
         await self.redis.delete(self.keys.worker(self.hostname))
         await self.models.aclose()
+        if self.store is not None:
+            await self.store.aclose()
         if self._broker is not None and self._broker is not self.redis:
             await self._broker.aclose()
         await self.redis.aclose()
