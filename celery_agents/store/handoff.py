@@ -16,6 +16,9 @@ from .entry import RunEntry
 from .url import store_id
 
 FIELD = "entry"
+# Like every key, the stream expires: once no run has ended for this long (and no writer
+# drained it meanwhile), the records still in it are dropped.
+BACKLOG_TTL = 30 * 86_400
 
 
 class StoreHandoff:
@@ -30,3 +33,4 @@ class StoreHandoff:
             entry = entry.without_content()
         data = entry.model_dump_json(exclude_defaults=True)
         pipe.xadd(self.stream, {FIELD: data}, maxlen=self._cap, approximate=True)
+        pipe.expire(self.stream, BACKLOG_TTL)
