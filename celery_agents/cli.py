@@ -111,11 +111,13 @@ def beat(loglevel: str) -> None:
     Start one (or more: the extras stand by and take over within seconds if it dies).
     """
     from .config.manifest import AgentsManifest
+    from .store.database import check_store
     from .workers.app import app
 
-    manifest = app.conf.celery_agents_settings.manifest
-    if manifest:  # a manifest that does not load: one line, before the beat's banner
-        AgentsManifest.from_yaml(manifest)
+    settings = app.conf.celery_agents_settings
+    if settings.manifest:  # a manifest that does not load: one line, before the beat's banner
+        AgentsManifest.from_yaml(settings.manifest)
+    check_store(settings.store_url)  # and a run store that does not open
     app.Beat(scheduler="celery_agents.scheduler.beat:AgentsScheduler", loglevel=loglevel).run()
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -169,7 +171,7 @@ def test_runs_cli_lists_shows_and_sums(agents: Settings) -> None:
             capture_output=True,
             text=True,
             timeout=60,
-            env={**__import__("os").environ, **env},
+            env={**os.environ, **env},
             check=False,
         )
 
@@ -200,3 +202,37 @@ def test_runs_land_in_postgresql(
     assert stored.message is not None and stored.message.text == msg.text
     rows = asyncio.run(celery_agents.usage(group_by=["tenant", "day"]))
     assert [(r.tenant, r.runs) for r in rows] == [("other", 1)]
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("mysql://db.example/runs", "unsupported database 'mysql'"),
+        ("postgresql://", "names no PostgreSQL database"),
+        ("postgresql+asyncpg://nobody:hunter2@127.0.0.1:1/runs", "cannot open it"),
+        ("/proc/no-such-dir/runs.db", "No such file or directory"),
+    ],
+)
+@pytest.mark.parametrize("command", ["worker", "beat", "runs list"])
+def test_a_bad_or_unreachable_store_url_is_one_line_at_start(
+    agents: Settings, command: str, url: str, named: str
+) -> None:
+    env = {
+        **os.environ,
+        "CELERY_AGENTS_REDIS_URL": agents.redis_url,
+        "CELERY_AGENTS_STORE_URL": url,
+        "CELERY_AGENTS_QUEUE": f"bad-store-{uuid.uuid4().hex[:6]}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "celery_agents.cli", *command.split()],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "ready" not in done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if "CELERY_AGENTS_STORE_URL" in line]
+    assert len(lines) == 1 and named in lines[0], done.stderr
+    assert "hunter2" not in done.stdout + done.stderr

@@ -30,6 +30,7 @@ from ..config.settings import Settings, shown_url
 from ..errors import CeleryAgentsError, RunError
 from ..events import MemberFailed
 from ..keys import Keys
+from ..store.database import check_store
 from ..streaming.publisher import SyncEventPublisher
 from ..tasks.app import create_client_app
 from ..tasks.wire import Route
@@ -71,17 +72,18 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
     def setup_schedule(self) -> None:
         """Celery's own schedule stays empty; the manifest's schedules become entries.
 
-        A manifest that does not load ends the beat here, with its error in one line and exit
-        status 1 (Celery's beat logs any ``Exception`` with a traceback; ``SystemExit`` it
-        lets through)."""
+        A manifest that does not load, or a run store that does not open, ends the beat here,
+        with its error in one line and exit status 1 (Celery's beat logs any ``Exception``
+        with a traceback; ``SystemExit`` it lets through)."""
         manifest_path = self.settings.manifest
-        if manifest_path:
-            try:
-                manifest = AgentsManifest.from_yaml(manifest_path)
-            except CeleryAgentsError as exc:
-                sys.stderr.write(f"celery-agents beat: {exc}\n")
-                sys.stderr.flush()
-                raise SystemExit(1) from None
+        try:
+            check_store(self.settings.store_url)
+            manifest = AgentsManifest.from_yaml(manifest_path) if manifest_path else None
+        except CeleryAgentsError as exc:
+            sys.stderr.write(f"celery-agents beat: {exc}\n")
+            sys.stderr.flush()
+            raise SystemExit(1) from None
+        if manifest is not None:
             sync_manifest_schedules(self.entries, manifest, self.settings, time.time())
 
     def tick(self, *args: Any, **kwargs: Any) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from ..errors import ConfigError
 from .entry import RunEntry
 from .migrate import upgrade
 from .schema import runs
-from .url import shown
+from .url import shown, store_url
 
 CONNECT_TIMEOUT = 10.0  # seconds: an unreachable database is reported, not waited on
 
@@ -36,16 +37,18 @@ class RunStore:
     async def open(cls, url: URL, *, migrate: bool = True) -> RunStore:
         """The store at ``url``, its schema brought up to date; ``ConfigError`` (naming the
         URL, never its password) when the database cannot be reached or migrated."""
-        store = cls(_engine(url))
-        if migrate:
-            try:
+        store: RunStore | None = None
+        try:
+            store = cls(_engine(url))
+            if migrate:
                 await upgrade(store.engine)
-            except Exception as exc:  # the driver's errors are many; each is this line
+        except Exception as exc:  # the driver's errors are many; each is this line
+            if store is not None:
                 await store.aclose()
-                raise ConfigError(
-                    f"run store {shown(url)}: cannot open it: {_reason(exc)} "
-                    "(CELERY_AGENTS_STORE_URL; none turns the store off)"
-                ) from None
+            raise ConfigError(
+                f"run store {shown(url)}: cannot open it: {_reason(exc)} "
+                "(CELERY_AGENTS_STORE_URL; none turns the store off)"
+            ) from None
         return store
 
     async def write(self, entries: Sequence[RunEntry]) -> None:
@@ -78,6 +81,19 @@ class RunStore:
 
     async def aclose(self) -> None:
         await self.engine.dispose()
+
+
+def check_store(raw: str | None) -> None:
+    """Open (and migrate) the store that ``CELERY_AGENTS_STORE_URL`` names, then let go: a
+    process that starts (the beat) says at once, in one ``ConfigError``, when it is wrong."""
+    url = store_url(raw)
+    if url is None:
+        return
+
+    async def check() -> None:
+        await (await RunStore.open(url)).aclose()
+
+    asyncio.run(check())
 
 
 def _engine(url: URL) -> AsyncEngine:

@@ -47,6 +47,7 @@ class StoreWriter:
         consumer: str,
         retention_days: float,
         batch: int = BATCH,
+        claim_idle: float = CLAIM_IDLE_MS / 1000,
     ) -> None:
         self._redis = redis
         self._stream = keys.store_records(store_id(store.engine.url))
@@ -54,6 +55,7 @@ class StoreWriter:
         self.consumer = consumer
         self._retention = dt.timedelta(days=retention_days)
         self._batch = batch
+        self._claim_idle_ms = int(claim_idle * 1000)
         self._next_claim = 0.0
         self._next_purge = 0.0
         self.written = 0  # records this writer landed (tests and bench read it)
@@ -83,7 +85,7 @@ class StoreWriter:
         (waiting up to ``block_ms`` for them). How many were written."""
         batch = await self._read("0", block_ms=None)  # mine, read before an outage or crash
         if not batch and time.monotonic() >= self._next_claim:
-            self._next_claim = time.monotonic() + CLAIM_EVERY
+            self._next_claim = time.monotonic() + min(CLAIM_EVERY, self._claim_idle_ms / 1000)
             batch = await self._claim_abandoned()
         if not batch:
             batch = await self._read(">", block_ms=block_ms)
@@ -114,7 +116,7 @@ class StoreWriter:
 
     async def _claim_abandoned(self) -> list[tuple[str, Any]]:
         reply = await self._redis.xautoclaim(
-            self._stream, GROUP, self.consumer, CLAIM_IDLE_MS, "0-0", count=self._batch
+            self._stream, GROUP, self.consumer, self._claim_idle_ms, "0-0", count=self._batch
         )
         messages = reply[1] if reply else []
         return [(as_text(i), _parse(as_text(i), fields)) for i, fields in messages if fields]

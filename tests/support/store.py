@@ -47,19 +47,21 @@ def need_postgres() -> None:
     pytest.skip(reason)
 
 
-def _admin(sql: str) -> None:
+async def admin(sql: str) -> None:
+    """Run ``sql`` on the server's ``test`` database (creating and dropping ours)."""
     import asyncpg
 
-    async def go() -> None:
-        connection = await asyncpg.connect(
-            host=PG_HOST, port=PG_PORT, user=PG_USER, database="test", timeout=5
-        )
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
+    connection = await asyncpg.connect(
+        host=PG_HOST, port=PG_PORT, user=PG_USER, database="test", timeout=5
+    )
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
 
-    asyncio.run(go())
+
+def admin_sql(sql: str) -> None:
+    asyncio.run(admin(sql))
 
 
 def private_database() -> Iterator[str]:
@@ -67,8 +69,8 @@ def private_database() -> Iterator[str]:
     ``postgres_store`` fixture)."""
     need_postgres()
     name = f"celery_agents_{uuid.uuid4().hex[:10]}"
-    _admin(f'CREATE DATABASE "{name}"')
+    admin_sql(f'CREATE DATABASE "{name}"')
     try:
         yield f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
     finally:
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
