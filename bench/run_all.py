@@ -39,6 +39,7 @@ PARTS = {
     "enqueue": "9",
     "memory": "10",
     "worker_cpu": "11",
+    "store": "12, 13",
     "limits": "extra",
 }
 TIMEOUT = float(os.environ.get("BENCH_PART_TIMEOUT", "900"))

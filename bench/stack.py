@@ -58,9 +58,12 @@ def agents_stack(
         manifest = redis.workdir / "bench-agents.yaml"
         manifest.write_text(yaml.safe_dump({"providers": providers or {}, "tools": tools or {}}))
         ours = Stack(redis, manifest)
+        # The run store is on, as it is by default, in a file of the part's own.
+        store = {"CELERY_AGENTS_STORE_URL": str(redis.workdir / "runs.db"), **(worker_env or {})}
+        settings.setdefault("store_url", store["CELERY_AGENTS_STORE_URL"])
         for _ in range(workers):
             worker = start_worker(
-                redis.url, manifest=manifest, concurrency=concurrency, extra_env=worker_env
+                redis.url, manifest=manifest, concurrency=concurrency, extra_env=store
             )
             stack.callback(worker.stop)
             ours.workers.append(worker)

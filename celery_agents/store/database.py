@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -62,16 +63,19 @@ class RunStore:
         if not latest:
             return
         rows = [_row(entry) for entry in latest.values()]
+        async with self.engine.begin() as connection:
+            await connection.execute(self._upsert, rows)  # executemany: one compiled statement
+
+    @functools.cached_property
+    def _upsert(self) -> Any:
         insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
-        statement = insert(runs).values(rows)
+        statement = insert(runs)
         columns = {c.name: statement.excluded[c.name] for c in runs.c if c.name != "run_id"}
-        statement = statement.on_conflict_do_update(
+        return statement.on_conflict_do_update(
             index_elements=[runs.c.run_id],
             set_=columns,
             where=runs.c.attempt <= statement.excluded.attempt,
         )
-        async with self.engine.begin() as connection:
-            await connection.execute(statement)
 
     async def purge(self, before: dt.datetime) -> int:
         """Delete the runs that ended before ``before``; how many."""

@@ -35,6 +35,9 @@ CLAIM_IDLE_MS = 60_000  # a writer silent this long on its records has died: tak
 CLAIM_EVERY = 15.0
 PURGE_EVERY = 86_400.0
 MAX_BACKOFF = 30.0
+# After a batch that was not full, the writer lets records gather this long (seconds) before
+# the next: a trickle of runs costs a few writes a second, not one per run.
+LINGER = 0.5
 
 
 class StoreWriter:
@@ -65,7 +68,8 @@ class StoreWriter:
         while True:
             try:
                 await self._purge_if_due()
-                await self.drain_once()
+                if await self.drain_once() < self._batch:
+                    await asyncio.sleep(LINGER)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis or the database away: records wait, try again
