@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import os
 import time
 from collections.abc import Iterator
@@ -22,9 +23,12 @@ from .embedded.redis_server import redis_answers, start_redis_server
 from .embedded.worker import start_beat, start_worker
 from .errors import OutputValidationError
 from .facade import Agent, configure
-from .facade.client import shutdown
+from .facade.client import get_client, shutdown
+from .facade.stored import run as stored_run
+from .facade.stored import usage as stored_usage
 from .jobs import Job
 from .messages import AgentResponse, Talk
+from .store.url import shown, store_url
 
 
 class Triage(BaseModel):
@@ -110,6 +114,7 @@ def run_demo(prompt: str) -> None:
 
 
 async def _show(agent: Agent, prompt: str) -> None:
+    began = datetime.datetime.now(datetime.UTC)
     _say(f"await agent.run({prompt!r})")
     message = await agent.run(prompt)
     click.echo(message.content)
@@ -176,6 +181,24 @@ async def _show(agent: Agent, prompt: str) -> None:
         click.echo(f"  message_count={stats.message_count}: {stats.messages[-1].content}")
     await stats.wait()
     _say(f"is_running={agent.is_running}, errors={len(stats.errors)}")
+    await _stored(began, stats.messages[-1].run_id)
+
+
+async def _stored(began: datetime.datetime, last: str | None) -> None:
+    """What the run store kept of the demo (it outlives Redis' hour)."""
+    url = store_url(get_client().settings.store_url)
+    if url is None:
+        _say("the run store is off (CELERY_AGENTS_STORE_URL=none)")
+        return
+    for _ in range(100):  # the workers' writers land records within a second or so
+        if not last or await stored_run(last) is not None:
+            break
+        await asyncio.sleep(0.1)
+    rows = await stored_usage(group_by=["agent"], since=began)
+    _say(f"the run store ({shown(url)}) kept:")
+    for row in rows:
+        click.echo(f"  {row.agent}: {row.runs} runs, {row.input_tokens + row.output_tokens} tokens")
+    _say("celery-agents runs list shows them (runs show RUN_ID: prompt and answer)")
 
 
 def _brief(content: object) -> str:

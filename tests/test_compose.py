@@ -155,6 +155,24 @@ def test_cli_services_share_their_settings() -> None:
         assert manifest.get("bind", {}).get("create_host_path", True) is False
 
 
+def test_every_cli_service_names_the_one_run_store_on_the_compose_postgres() -> None:
+    from celery_agents.store.url import store_url
+
+    urls = {environment(SERVICES[name])["CELERY_AGENTS_STORE_URL"] for name in CLI_SERVICES}
+    (url,) = urls
+    parsed = store_url(url)
+    assert parsed is not None and parsed.drivername == "postgresql+asyncpg"
+    assert parsed.host == "postgres" and "postgres" in SERVICES
+    postgres = SERVICES["postgres"]
+    env = postgres["environment"]
+    assert (env["POSTGRES_USER"], env["POSTGRES_DB"]) == (parsed.username, parsed.database)
+    assert "ports" not in postgres  # trust auth: reachable on the compose network only
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert any(v.startswith("postgres-data:") for v in postgres["volumes"])
+    for name in CLI_SERVICES:
+        assert SERVICES[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
 def test_only_workers_get_model_settings() -> None:
     worker = environment(SERVICES["worker"])
     assert worker["OPENAI_API_KEY"] == "${OPENAI_API_KEY:-}"
