@@ -20,6 +20,7 @@ from celery_agents.embedded.worker import WorkerProcess
 from celery_agents.facade.bridge import on_io
 from celery_agents.facade.client import configure, get_client
 from celery_agents.testing.scripted_server import Fail, Reply, ScriptedModelServer, ToolCallSpec
+from tests.conftest import Stack
 from tests.support.store import wait_stored
 
 pytestmark = pytest.mark.usefixtures("agents")
@@ -236,3 +237,70 @@ def test_a_bad_or_unreachable_store_url_is_one_line_at_start(
     lines = [line for line in done.stderr.splitlines() if "CELERY_AGENTS_STORE_URL" in line]
     assert len(lines) == 1 and named in lines[0], done.stderr
     assert "hunter2" not in done.stdout + done.stderr
+
+
+async def _forget_conversation(conversation_id: str) -> None:
+    """What the history TTL does after a week: Redis no longer has the conversation."""
+    client = get_client()
+
+    async def forget() -> None:
+        keys = client.keys
+        await client.redis.delete(
+            keys.conversation(conversation_id), keys.conversation_runs(conversation_id)
+        )
+
+    await on_io(forget())
+
+
+async def test_a_named_conversation_continues_from_the_store_once_redis_forgot_it(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    conversation = f"conv-{uuid.uuid4().hex[:8]}"
+    scripted_model.script(Reply("Hello Ada."), Reply("Your name is Ada."))
+    first = await scripted(conversation_id=conversation).run("My name is Ada.")
+    await wait_stored(first.run_id or "")
+    await _forget_conversation(conversation)
+    history = await scripted(conversation_id=conversation).get_history()
+    assert [m.text for m in history] == ["My name is Ada.", "Hello Ada."]
+
+    await scripted(conversation_id=conversation).run("What is my name?")
+    sent = [m["content"] for m in scripted_model.requests[-1].body["messages"]]
+    assert sent == ["You analyse.", "My name is Ada.", "Hello Ada.", "What is my name?"]
+    # Redis holds the whole conversation again, in order.
+    again = await scripted(conversation_id=conversation).get_history()
+    assert [m.text for m in again] == [
+        "My name is Ada.",
+        "Hello Ada.",
+        "What is my name?",
+        "Your name is Ada.",
+    ]
+
+
+async def test_a_cleared_conversation_does_not_come_back_from_the_store(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    conversation = f"conv-{uuid.uuid4().hex[:8]}"
+    agent = scripted(conversation_id=conversation)
+    first = await agent.run("Remember the number 7.")
+    await wait_stored(first.run_id or "")
+    await agent.clear_history()
+    assert await agent.get_history() == []
+    await agent.run("Which number?")
+    sent = [m["content"] for m in scripted_model.requests[-1].body["messages"]]
+    assert sent == ["You analyse.", "Which number?"]
+    stored = await celery_agents.run(first.run_id or "")
+    assert stored is not None and stored.in_history is False  # still on record
+
+
+async def test_background_fires_are_recorded_under_their_entry(shared_stack: Stack) -> None:
+    configure(shared_stack.settings)
+    stats = await Agent("ticker", "test:echo").run_in_background(
+        "tick", max_count=2, interval=0.2, store_history=False
+    )
+    await stats.wait()
+    run_ids = [m.run_id or "" for m in stats.messages]
+    for run_id in run_ids:
+        await wait_stored(run_id)
+    fired = await celery_agents.runs(schedule=stats.id)
+    assert sorted(r.run_id for r in fired) == sorted(run_ids) and len(run_ids) == 2
+    assert all(r.parent_id is None and r.name == "ticker" for r in fired)

@@ -4,6 +4,7 @@ that goes away, a writer that dies with records in hand, retention."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 import uuid
@@ -197,3 +198,32 @@ async def test_two_processes_migrating_one_new_sqlite_file_both_open_it(tmp_path
     finally:
         for s in stores:
             await s.aclose()
+
+
+async def test_a_store_made_by_an_older_release_is_upgraded_on_open(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+    from alembic import command
+
+    from celery_agents.store import migrate
+
+    url = _url(str(tmp_path / "old.db"))
+    old = await RunStore.open(url, migrate=False)
+    async with old.engine.begin() as connection:  # the schema of revision 0001, with a run
+        await connection.run_sync(
+            lambda sync: command.upgrade(migrate._config(sync), "0001")  # type: ignore[arg-type]
+        )
+        await connection.execute(
+            sa.text(
+                "INSERT INTO runs (run_id, kind, name, state, attempt, ended_at, input_tokens,"
+                " output_tokens, requests) VALUES ('kept', 'agent', 'a', 'succeeded', 1,"
+                " '2026-11-01 08:00:00.000000', 1, 2, 1)"
+            )
+        )
+    await old.aclose()
+    store = await RunStore.open(url)
+    try:
+        kept = await get_run(store, "kept")
+        assert kept is not None and kept.in_history is False
+        assert kept.ended_at == dt.datetime(2026, 11, 1, 8, tzinfo=dt.UTC)
+    finally:
+        await store.aclose()

@@ -67,6 +67,9 @@ class Agent(Member):
         if len(name) > MAX_NAME:
             raise UserError(f"an agent name has at most {MAX_NAME} characters, got {len(name)}")
         self.conversation_id = conversation_id or uuid.uuid4().hex
+        # A conversation named by the caller may have begun long ago: it may continue from
+        # the run store (a new one's history is in Redis while it lasts).
+        self.resumes = conversation_id is not None
 
     @classmethod
     def from_spec(cls, spec: AgentSpec, *, conversation_id: str | None = None) -> Agent:

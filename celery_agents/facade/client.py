@@ -27,6 +27,7 @@ from ..keys import Keys
 from ..messages import ChatMessage
 from ..redis_pool import async_redis
 from ..store.database import RunStore
+from ..store.queries import as_turns, conversation_turns, forget_conversation
 from ..store.url import store_url
 from ..streaming.hub import EventHub, RunWatch
 from ..streaming.publisher import EventPublisher
@@ -190,10 +191,18 @@ class AgentsClient:
         return bool(await self.redis.exists(self.keys.beat_alive()))
 
     async def load_history(self, conversation_id: str) -> list[ChatMessage]:
-        return await self.history.load(conversation_id)
+        """The conversation from Redis, else (expired there) from the run store."""
+        messages = await self.history.load(conversation_id)
+        if messages or store_url(self.settings.store_url) is None:
+            return messages
+        turns = as_turns(await conversation_turns(await self.run_store(), conversation_id))
+        return [m for _, asked, answered in turns for m in (asked, answered)]
 
     async def clear_history(self, conversation_id: str) -> None:
+        """Forget the conversation in Redis and in the run store (its runs stay on record)."""
         await self.history.clear(conversation_id)
+        if store_url(self.settings.store_url) is not None:
+            await forget_conversation(await self.run_store(), conversation_id)
 
     async def worker_tools(self) -> set[str]:
         """Tool names live workers advertise (cached for a few seconds)."""

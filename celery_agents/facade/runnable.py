@@ -43,6 +43,7 @@ class Runnable(BackgroundMixin):
     """
 
     output_class: type[BaseModel] | None = None  # answers are turned into instances of it
+    resumes = False  # its conversation may continue from the run store (an Agent's, named)
 
     # -- what differs per kind ----------------------------------------------------------
 
@@ -195,8 +196,14 @@ class Runnable(BackgroundMixin):
             "route": options.route(),
         }
         if isinstance(node, AgentNode):
+            resume = options.conversation_id is not None or self.resumes
             return within_limits(
-                RunPayload(**common, agent=node.agent, conversation_id=node.conversation_id)
+                RunPayload(
+                    **common,
+                    agent=node.agent,
+                    conversation_id=node.conversation_id,
+                    resume=resume,
+                )
             )
         return within_limits(TreePayload(**common, node=node))
 

@@ -26,6 +26,7 @@ class RunEntry(BaseModel):
     tenant: str | None = None
     schedule: str | None = None  # the background entry or manifest schedule that fired it
     conversation_id: str | None = None
+    in_history: bool = False  # its prompt and answer were appended to the conversation
     state: EndState
     attempt: int = 1
     worker: str | None = None

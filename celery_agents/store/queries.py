@@ -32,6 +32,7 @@ class StoredRun(BaseModel):
     tenant: str | None
     schedule: str | None
     conversation_id: str | None
+    in_history: bool = False
     state: str
     attempt: int
     worker: str | None
@@ -189,3 +190,48 @@ def _aware(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC)
+
+
+async def conversation_turns(store: RunStore, conversation_id: str) -> list[StoredRun]:
+    """The runs whose turns make a conversation's history, oldest first (runs kept without
+    content cannot give their turn back, and are left out)."""
+    query = (
+        sa.select(table)
+        .where(
+            table.c.conversation_id == conversation_id,
+            table.c.in_history.is_(True),
+            table.c.prompt.is_not(None),
+            table.c.message.is_not(None),
+        )
+        .order_by(table.c.ended_at, table.c.run_id)
+    )
+    async with store.engine.connect() as connection:
+        rows = (await connection.execute(query)).mappings().all()
+    return [StoredRun.model_validate(dict(row)) for row in rows]
+
+
+async def forget_conversation(store: RunStore, conversation_id: str) -> None:
+    """Its turns are no longer its history (``clear_history``); the runs stay on record."""
+    statement = (
+        sa.update(table)
+        .where(table.c.conversation_id == conversation_id, table.c.in_history.is_(True))
+        .values(in_history=False)
+    )
+    async with store.engine.begin() as connection:
+        await connection.execute(statement)
+
+
+def as_turns(runs: Sequence[StoredRun]) -> list[tuple[str, ChatMessage, ChatMessage]]:
+    """(run id, the user's message, the answer) of each stored turn."""
+    turns = []
+    for run in runs:
+        if run.prompt is None or run.message is None:
+            continue
+        user = ChatMessage(
+            content=run.prompt,
+            role="user",
+            run_id=run.run_id,
+            conversation_id=run.conversation_id,
+        )
+        turns.append((run.run_id, user, run.message))
+    return turns

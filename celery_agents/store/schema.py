@@ -32,6 +32,8 @@ runs = sa.Table(
     sa.Column("cost", sa.Float),
     sa.Column("prompt", sa.Text),
     sa.Column("message", sa.JSON),
+    # The run's turn (prompt, answer) is in its conversation's history (revision 0002).
+    sa.Column("in_history", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_runs_ended_at", "ended_at"),
     sa.Index("ix_runs_name_ended_at", "name", "ended_at"),
     sa.Index("ix_runs_tenant_ended_at", "tenant", "ended_at"),

@@ -19,6 +19,9 @@ class RunPayload(RunMessage):
     prompt: str = Field(min_length=1)
     conversation_id: str = Field(min_length=1, max_length=128)
     store_history: bool = True
+    # The caller named the conversation: with no history in Redis (expired), the worker
+    # continues it from the run store.
+    resume: bool = False
     timeout: float = Field(gt=0)
     # Set when the run is a member of a Team/TeamRun (see tasks/tree.py).
     lineage: list[Ancestor] = Field(default_factory=list, max_length=MAX_LINEAGE)

@@ -23,6 +23,7 @@ from ..llm.settings import as_pydantic_ai
 from ..messages import ChatMessage, Participant, ToolCallInfo, Usage
 from ..runstate import final_state
 from ..store.entry import RunEntry
+from ..store.queries import as_turns, conversation_turns
 from ..streaming.outbox import Outbox
 from ..tasks.names import RUN_AGENT
 from ..tasks.payload import RunPayload
@@ -159,6 +160,7 @@ async def _execute_claimed(
         claim.attempt,
     )
     progress = LoopResult(text="")
+    restored: list[tuple[str, ChatMessage, ChatMessage]] = []  # turns back from the store
     reserved = 0  # tokens of the tenant's budget held for this run, settled at its end
     try:
         if claim.cancelled or runtime.was_cancelled(run_id, runtime.inflight_ancestors(run_id)):
@@ -170,6 +172,9 @@ async def _execute_claimed(
                     runtime.redis, runtime.keys, runtime.manifest, payload.tenant, hold
                 )
             messages = runtime.history.parse(history)  # a bad entry fails the run, reported
+            if not messages and payload.resume:
+                restored = await _restored(runtime, payload)
+                messages = [m for _, asked, answered in restored for m in (asked, answered)]
             user, message = await _run(
                 runtime, payload, channel, previous, started, messages, progress
             )
@@ -198,6 +203,10 @@ async def _execute_claimed(
         # so whoever sees the result reads the final state, the rolled-up usage and the turn.
         async with runtime.redis.pipeline(transaction=False) as pipe:
             if payload.store_history:  # written before the result is out, as in one call
+                for turn_id, asked, answered in restored:  # Redis holds the whole history again
+                    runtime.history.append_in(
+                        pipe, payload.conversation_id, turn_id, [asked, answered]
+                    )
                 runtime.history.append_in(pipe, payload.conversation_id, run_id, [user, message])
             usage = message.usage or Usage()
             add_usage(
@@ -305,6 +314,24 @@ async def _run(
         forwarded_from=payload.forwarded_from,
     )
     return user, message
+
+
+async def _restored(
+    runtime: WorkerRuntime, payload: RunPayload
+) -> list[tuple[str, ChatMessage, ChatMessage]]:
+    """The turns of a named conversation that Redis forgot, from the run store (none without
+    a store). A store that cannot be read fails the run: an answer without its conversation
+    would be wrong, not late."""
+    if runtime.store is None:
+        return []
+    try:
+        return as_turns(await conversation_turns(runtime.store, payload.conversation_id))
+    except Exception as exc:
+        raise RunError(
+            f"run {payload.run_id}: conversation {payload.conversation_id!r} is no longer in "
+            f"Redis, and the run store could not be read: {type(exc).__name__}: {exc}",
+            run_id=payload.run_id,
+        ) from None
 
 
 def prompt_of(payload: RunPayload, previous: MemberRecord | None) -> str:

@@ -44,6 +44,7 @@ def agent_entry(
         tenant=payload.tenant,
         schedule=payload.background,
         conversation_id=payload.conversation_id,
+        in_history=payload.store_history and message is not None,
         state=final_state(error),
         attempt=attempt,
         worker=worker,

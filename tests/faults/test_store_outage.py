@@ -43,6 +43,7 @@ def test_postgresql_stopped_mid_flood_loses_and_duplicates_no_record(
     answered: list[str] = []
     late: list[str] = []
     outage: dict[str, float] = {}
+    milestones: dict[float, asyncio.Event] = {}
 
     async def one(agent: Agent, gate: asyncio.Semaphore, i: int) -> None:
         async with gate:
@@ -51,18 +52,20 @@ def test_postgresql_stopped_mid_flood_loses_and_duplicates_no_record(
             if time.monotonic() - started > RUN_TIMEOUT:
                 late.append(msg.run_id or "")
             answered.append(msg.run_id or "")
+            for share, reached in milestones.items():
+                if len(answered) >= RUNS * share:
+                    reached.set()
 
     async def fault() -> None:  # down at 30% answered, back at 60%: runs went on meanwhile
-        while len(answered) < RUNS * 0.3:
-            await asyncio.sleep(0.01)
+        await milestones[0.3].wait()
         await asyncio.to_thread(postgres.stop, mode="fast")
         outage["down_at"] = len(answered)
-        while len(answered) < RUNS * 0.6:
-            await asyncio.sleep(0.01)
+        await milestones[0.6].wait()
         outage["answered_while_down"] = len(answered) - outage["down_at"]
         await asyncio.to_thread(postgres.start)
 
     async def flood() -> None:
+        milestones.update({0.3: asyncio.Event(), 0.6: asyncio.Event()})
         agent = Agent("flooded", "test:echo")
         gate = asyncio.Semaphore(IN_FLIGHT)
         await asyncio.gather(fault(), *(one(agent, gate, i) for i in range(RUNS)))
