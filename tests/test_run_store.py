@@ -21,7 +21,7 @@ from celery_agents.facade.bridge import on_io
 from celery_agents.facade.client import configure, get_client
 from celery_agents.testing.scripted_server import Fail, Reply, ScriptedModelServer, ToolCallSpec
 from tests.conftest import Stack
-from tests.support.store import wait_stored
+from tests.support.store import all_recorded, wait_stored
 
 pytestmark = pytest.mark.usefixtures("agents")
 
@@ -80,12 +80,14 @@ async def test_a_team_and_its_members_are_recorded_as_a_tree() -> None:
     root = await wait_stored(handle.run_id)
     assert (root.kind, root.state) == ("teamrun", "succeeded")
     assert root.prompt == "review this"
+    assert root.queued_at is not None and root.started_at is not None
+    assert root.queued_at <= root.started_at <= root.ended_at
     assert root.message is not None and root.message.text == msg.text
     stages = await celery_agents.runs(parent=root.run_id)
     kinds = sorted((s.kind, s.name) for s in stages)
     assert kinds == [("agent", "closer"), ("team", "pair")]
     pair = next(s for s in stages if s.kind == "team")
-    members = await _all_recorded(pair.run_id, 2)
+    members = await all_recorded(pair.run_id, 2)
     assert sorted(m.name for m in members) == ["a1", "a2"]
     assert all(m.state == "succeeded" and m.kind == "agent" for m in members)
     closer = next(s for s in stages if s.kind == "agent")
@@ -94,17 +96,6 @@ async def test_a_team_and_its_members_are_recorded_as_a_tree() -> None:
     assert pair.input_tokens + pair.output_tokens == sum(
         m.input_tokens + m.output_tokens for m in members
     )
-
-
-async def _all_recorded(
-    parent: str, count: int, timeout: float = 10.0
-) -> list[celery_agents.StoredRun]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await celery_agents.runs(parent=parent)
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        await asyncio.sleep(0.05)
 
 
 async def test_runs_filter_and_usage_groups_by_tenant_agent_model_and_day() -> None:

@@ -25,6 +25,7 @@ from celery_agents.tasks.payload import RunPayload
 from celery_agents.tenants import today
 from celery_agents.testing.scripted_server import Reply, ScriptedModelServer
 from tests.support.models import Finding
+from tests.support.store import all_recorded, wait_stored
 
 pytestmark = pytest.mark.usefixtures("agents")
 
@@ -133,10 +134,19 @@ async def test_team_members_that_never_get_a_tenant_slot_fail_the_team_not_hang_
     team = Team([Agent("a", "test:echo"), Agent("b", "test:echo")], name="pair")
     # Each member waits out its timeout for a slot, then fails as a member: before, it
     # raised, the chord broke, and the caller waited for its whole timeout for nothing.
+    handle = await team.submit("x", tenant="small", timeout=1, store_history=False)
     with pytest.raises(TeamRunError, match="waited .* for a slot of tenant 'small'"):
-        await team.run("x", tenant="small", timeout=1, store_history=False)
+        await handle.result()
     for holder in holders:
         assert (await holder.result(timeout=30)).content == "held"
+    # The members that never ran are on record too, under their Team.
+    team_record = await wait_stored(handle.run_id)
+    assert (team_record.state, team_record.error_type) == ("failed", "TeamRunError")
+    members = await all_recorded(handle.run_id, 2)
+    assert sorted((m.name, m.state, m.attempt) for m in members) == [
+        ("a", "timed_out", 0),
+        ("b", "timed_out", 0),
+    ]
 
 
 async def test_tokens_a_failed_run_used_count_against_its_tenants_budget(

@@ -8,6 +8,7 @@ typing the answer are here, so the three kinds cannot drift apart.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, TypeAlias, Unpack
@@ -194,6 +195,7 @@ class Runnable(BackgroundMixin):
             "timeout": run_timeout(options.timeout),
             "tenant": options.tenant,
             "route": options.route(),
+            "queued_at": time.time(),
         }
         if isinstance(node, AgentNode):
             resume = options.conversation_id is not None or self.resumes

@@ -43,7 +43,8 @@ class _Builder:
     def __init__(self, app: Celery, tree: TreePayload) -> None:
         self.app = app
         self.tree = tree
-        self.deadline = time.time() + tree.timeout  # the tree starts now: its time with it
+        self.sent_at = time.time()  # the tree starts now: its time with it
+        self.deadline = self.sent_at + tree.timeout
 
     def node(
         self,
@@ -116,6 +117,7 @@ class _Builder:
             tenant=self.tree.tenant,
             finish=finish,
             deadline=self.deadline,
+            queued_at=self.sent_at,
         )
         parent = place.lineage[-1].run_id if place.lineage else None
         return self.task(

@@ -37,6 +37,7 @@ class RunPayload(RunMessage):
     # A Team/TeamRun member: when (seconds since the epoch) its tree's timeout runs out. A
     # TeamRun's stages share its timeout; each would otherwise get all of it.
     deadline: float | None = None
+    queued_at: float | None = None  # when its caller (or its tree's canvas) sent it
 
     @property
     def task_id(self) -> str:

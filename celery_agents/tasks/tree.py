@@ -80,6 +80,7 @@ class TreePayload(RunMessage):
     background: str | None = None
     route: Route = Field(default_factory=Route)
     tenant: str | None = Field(None, min_length=1, max_length=128)
+    queued_at: float | None = None  # when its caller sent it
 
     @model_validator(mode="after")
     def _bounded(self) -> TreePayload:

@@ -29,6 +29,7 @@ from .executor import execute_run, run_channel
 from .groups import collect_team, finish_chain
 from .leases import AlreadyRan, RunningElsewhere
 from .runtime import WorkerRuntime, get_runtime
+from .store_entries import never_ran
 
 TENANT_RETRY = 0.2  # seconds (plus jitter) before a run at its tenant's cap is tried again
 LEASE_SLACK = 0.5  # seconds past another execution's lease before a held run is tried again
@@ -295,12 +296,17 @@ async def _gave_up(
     member's on its channels and as the failed record it hands on (raised, it would break
     its Team's chord, which then never ends); None for a single run (the task raises it)."""
     payload = _readable(raw)
+    async with runtime.redis.pipeline(transaction=False) as pipe:
+        if payload is not None:  # it ended without running: on record all the same
+            runtime.record(pipe, never_ran(payload, error, worker=runtime.hostname))
+        if payload is None or not payload.lineage:
+            await _channel(runtime, task_id, "?").failed(error, after=pipe)
+        else:
+            await run_channel(runtime, payload).failed(error, after=pipe)
     if payload is None or not payload.lineage:
-        await _channel(runtime, task_id, "?").failed(error)
         if payload is not None and payload.background:  # counted now, not by the watchdog
             await finish_background_run(runtime, payload.background, task_id, None, error)
         return None
-    await run_channel(runtime, payload).failed(error)
     return await _handed_on(runtime, payload, _outcome(payload, None, error))
 
 

@@ -365,7 +365,7 @@ def _entry(
         prompt=prompt_of(payload, previous),
         attempt=claim.attempt,
         worker=runtime.hostname,
-        queued_at=claim.queued_at,
+        queued_at=payload.queued_at,
         started_at=time.time() - (time.monotonic() - started),
         usage=usage,
         requests=progress.requests,

@@ -49,7 +49,7 @@ local cancelled = 0
 for i = 3, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then cancelled = 1 end
 end
-return {'run', attempt, cancelled, redis.call('HGET', KEYS[1], 'queued_at') or ''}
+return {'run', attempt, cancelled}
 """
 
 # KEYS: lock, record pairs. ARGV: lease ms, now, owners (one per pair). Returns 1/0 per pair.
@@ -98,7 +98,6 @@ class Claim:
     cancelled: bool = False
     retry_in: float = 0.0  # busy: seconds until the other execution's lease runs out
     state: str = ""  # done: the state the run ended in
-    queued_at: float | None = None  # run: when its caller queued it (None: not recorded)
 
 
 class RunLeases:
@@ -173,13 +172,7 @@ class RunLeases:
         if verdict == "busy":
             return Claim("busy", retry_in=max(int(rest[0]), 0) / 1000)
         self._held[run_id] = owner
-        queued = as_text(rest[2]) if len(rest) > 2 else ""
-        return Claim(
-            "run",
-            attempt=int(rest[0]),
-            cancelled=bool(rest[1]),
-            queued_at=float(queued) if queued else None,
-        )
+        return Claim("run", attempt=int(rest[0]), cancelled=bool(rest[1]))
 
     def release(self, run_id: str) -> None:
         """The run ended: stop renewing (the lease lapses; the record says it ended)."""

@@ -28,7 +28,7 @@ def agent_entry(
     attempt: int,
     worker: str,
     queued_at: float | None,
-    started_at: float,
+    started_at: float | None,
     usage: Usage,
     requests: int,
     cost: float | None,
@@ -62,6 +62,23 @@ def agent_entry(
     )
 
 
+def never_ran(payload: RunPayload, error: CeleryAgentsError, *, worker: str) -> RunEntry:
+    """The record of a run that ended before it ran (it waited for its tenant's slot for
+    longer than its timeout)."""
+    return agent_entry(
+        payload,
+        prompt=payload.prompt,
+        attempt=0,
+        worker=worker,
+        queued_at=None,
+        started_at=None,
+        usage=Usage(),
+        requests=0,
+        cost=None,
+        error=error,
+    )
+
+
 def group_entry(
     group: GroupPayload,
     facts: GroupFacts,
@@ -84,7 +101,7 @@ def group_entry(
         worker=state.get("worker") or worker,
         error_type=type(error).__name__ if error is not None else None,
         error_message=error.message if error is not None else None,
-        queued_at=_float(state.get("queued_at")),
+        queued_at=_float(state.get("queued_at")) or facts.queued_at,
         started_at=_float(state.get("running_at")),
         ended_at=time.time(),
         input_tokens=facts.usage.input_tokens,
@@ -106,10 +123,12 @@ class GroupFacts:
     cost: float | None
     requests: int
     prompt: str | None
+    queued_at: float | None  # the root's, from its payload
 
     @classmethod
     def parse(cls, state: dict[Any, Any], usage: dict[Any, Any], tree: Any) -> GroupFacts:
         totals = {as_text(k): as_text(v) for k, v in usage.items()}
+        payload = json.loads(tree) if tree else {}
         return cls(
             state={as_text(k): as_text(v) for k, v in state.items()},
             usage=Usage(
@@ -118,7 +137,8 @@ class GroupFacts:
             ),
             cost=round(float(totals["cost"]), 10) if "cost" in totals else None,
             requests=int(totals.get("requests", 0)),
-            prompt=json.loads(tree).get("prompt") if tree else None,
+            prompt=payload.get("prompt"),
+            queued_at=payload.get("queued_at"),
         )
 
 

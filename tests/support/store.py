@@ -30,6 +30,17 @@ async def wait_stored(run_id: str, *, timeout: float = 15.0) -> StoredRun:
         await asyncio.sleep(0.05)
 
 
+async def all_recorded(parent: str, count: int, *, timeout: float = 10.0) -> list[StoredRun]:
+    """The runs recorded under ``parent``, once there are ``count`` (or the deadline passed:
+    the caller's assertion then says what is missing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await celery_agents.runs(parent=parent)
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.05)
+
+
 def postgres_answers() -> bool:
     try:
         with socket.create_connection((PG_HOST, PG_PORT), timeout=0.5):
