@@ -16,10 +16,11 @@ from ..validation import field_errors
 M = TypeVar("M", bound=BaseModel)
 PROMPT_PREVIEW = 60
 
-# The routing a worker adds to a Team's member messages (the tree above it). It repeats names
-# the tree already carries, so it does not count against ``max_payload_bytes``: a tree that
-# fits yields members that fit. The schemas bound it instead (entries and name lengths).
-ROUTING_FIELDS = frozenset({"lineage", "position", "forwarded_from", "handoff"})
+# The routing a worker adds to a Team's member messages (the tree above it) and when it sent
+# them. It repeats names the tree already carries, so it does not count against
+# ``max_payload_bytes``: a tree that fits yields members that fit. The schemas bound it
+# instead (entries and name lengths; a time is one number).
+ROUTING_FIELDS = frozenset({"lineage", "position", "forwarded_from", "handoff", "queued_at"})
 
 
 def parse_payload(model: type[M], data: Any) -> M:
