@@ -295,3 +295,36 @@ async def test_background_fires_are_recorded_under_their_entry(shared_stack: Sta
     fired = await celery_agents.runs(schedule=stats.id)
     assert sorted(r.run_id for r in fired) == sorted(run_ids) and len(run_ids) == 2
     assert all(r.parent_id is None and r.name == "ticker" for r in fired)
+
+
+def test_status_shows_the_records_still_waiting_for_the_database(
+    agents: Settings, agents_store_url: str
+) -> None:
+    import redis
+
+    from celery_agents.keys import Keys
+    from celery_agents.store.url import store_id, store_url
+
+    prefix = f"backlog-{uuid.uuid4().hex[:6]}"  # no worker, so no writer, serves it
+    url = store_url(agents_store_url)
+    assert url is not None
+    stream = Keys(prefix).store_records(store_id(url))
+    client = redis.Redis.from_url(agents.redis_url)
+    try:
+        for i in range(3):
+            client.xadd(stream, {"entry": json.dumps({"run_id": f"w{i}"})})
+        env = {**os.environ, "CELERY_AGENTS_REDIS_URL": agents.redis_url}
+        env["CELERY_AGENTS_KEY_PREFIX"] = prefix
+        done = subprocess.run(
+            [sys.executable, "-m", "celery_agents.cli", "status"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "run store: 3 records waiting for the database" in done.stdout
+    finally:
+        client.delete(stream)
+        client.close()
