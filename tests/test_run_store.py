@@ -328,3 +328,16 @@ def test_status_shows_the_records_still_waiting_for_the_database(
     finally:
         client.delete(stream)
         client.close()
+
+
+async def test_an_agents_own_conversation_continues_from_the_store_once_redis_forgot_it(
+    scripted_model: ScriptedModelServer,
+) -> None:
+    agent = scripted()  # its own conversation, not named
+    scripted_model.script(Reply("Noted: blue."), Reply("Blue."))
+    first = await agent.run("My colour is blue.")
+    await wait_stored(first.run_id or "")
+    await _forget_conversation(agent.conversation_id)  # a week later
+    await agent.run("Which colour?")
+    sent = [m["content"] for m in scripted_model.requests[-1].body["messages"]]
+    assert sent == ["You analyse.", "My colour is blue.", "Noted: blue.", "Which colour?"]

@@ -67,8 +67,8 @@ class Agent(Member):
         if len(name) > MAX_NAME:
             raise UserError(f"an agent name has at most {MAX_NAME} characters, got {len(name)}")
         self.conversation_id = conversation_id or uuid.uuid4().hex
-        # A conversation named by the caller may have begun long ago: it may continue from
-        # the run store (a new one's history is in Redis while it lasts).
+        # A conversation named by the caller may have begun long ago: it continues from the
+        # run store once Redis forgot it (a new one's has nothing to read there yet).
         self.resumes = conversation_id is not None
 
     @classmethod

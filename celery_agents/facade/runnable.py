@@ -44,7 +44,9 @@ class Runnable(BackgroundMixin):
     """
 
     output_class: type[BaseModel] | None = None  # answers are turned into instances of it
-    resumes = False  # its conversation may continue from the run store (an Agent's, named)
+    # Its conversation may continue from the run store: an Agent's that was named, or that a
+    # run of it has written to (a new one's is empty: no store read for it).
+    resumes = False
 
     # -- what differs per kind ----------------------------------------------------------
 
@@ -199,6 +201,8 @@ class Runnable(BackgroundMixin):
         }
         if isinstance(node, AgentNode):
             resume = options.conversation_id is not None or self.resumes
+            if options.store_history and options.conversation_id is None:
+                self.resumes = True  # its own conversation has a past from now on
             return within_limits(
                 RunPayload(
                     **common,
