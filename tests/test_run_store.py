@@ -341,3 +341,18 @@ async def test_an_agents_own_conversation_continues_from_the_store_once_redis_fo
     await agent.run("Which colour?")
     sent = [m["content"] for m in scripted_model.requests[-1].body["messages"]]
     assert sent == ["You analyse.", "My colour is blue.", "Noted: blue.", "Which colour?"]
+
+
+def test_with_the_store_off_runs_and_teams_work_and_nothing_is_recorded(
+    private_worker: Callable[..., WorkerProcess], agents_store_url: str
+) -> None:
+    private_worker(extra_env={"CELERY_AGENTS_STORE_URL": "none"})
+    configure(get_client().settings.model_copy(update={"store_url": "none"}))
+    assert Agent("off", "test:echo").run_sync("not recorded").text == "not recorded"
+    team = Team([Agent("o1", "test:echo"), Agent("o2", "test:echo")], name="offs")
+    assert team.run_sync("nor this").content == ["nor this", "nor this"]
+    with pytest.raises(celery_agents.ConfigError, match="the run store is off"):
+        asyncio.run(celery_agents.runs())
+    configure(get_client().settings.model_copy(update={"store_url": agents_store_url}))
+    assert asyncio.run(celery_agents.runs(agent="off")) == []
+    assert asyncio.run(celery_agents.runs(team="offs")) == []

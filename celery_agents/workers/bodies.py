@@ -298,7 +298,7 @@ async def _gave_up(
     payload = _readable(raw)
     async with runtime.redis.pipeline(transaction=False) as pipe:
         if payload is not None:  # it ended without running: on record all the same
-            runtime.record(pipe, never_ran(payload, error, worker=runtime.hostname))
+            runtime.record(pipe, lambda: never_ran(payload, error, worker=runtime.hostname))
         if payload is None or not payload.lineage:
             await _channel(runtime, task_id, "?").failed(error, after=pipe)
         else:

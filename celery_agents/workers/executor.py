@@ -220,7 +220,17 @@ async def _execute_claimed(
             )
             runtime.record(
                 pipe,
-                _entry(runtime, payload, previous, claim, started, progress, message=message),
+                lambda: _entry(
+                    runtime.hostname,
+                    payload,
+                    previous,
+                    claim,
+                    started,
+                    progress,
+                    usage,
+                    message.cost,
+                    message,
+                ),
             )
             record_run(
                 pipe,
@@ -257,7 +267,18 @@ async def _execute_claimed(
                 requests=progress.requests,
             )
         runtime.record(
-            pipe, _entry(runtime, payload, previous, claim, started, progress, error=error)
+            pipe,
+            lambda: _entry(
+                runtime.hostname,
+                payload,
+                previous,
+                claim,
+                started,
+                progress,
+                used,
+                cost,
+                error=error,
+            ),
         )
         record_run(pipe, runtime.keys, agent.name, used, cost, ok=False, state=state)
         pipe.delete(runtime.keys.run_lock(run_id))
@@ -344,27 +365,24 @@ def prompt_of(payload: RunPayload, previous: MemberRecord | None) -> str:
 
 
 def _entry(
-    runtime: WorkerRuntime,
+    worker: str,
     payload: RunPayload,
     previous: MemberRecord | None,
     claim: Claim,
     started: float,
     progress: LoopResult,
-    *,
+    usage: Usage,
+    cost: float | None,
     message: ChatMessage | None = None,
+    *,
     error: CeleryAgentsError | None = None,
 ) -> RunEntry:
     """The run's record for the store; ``started`` is the claim's monotonic time."""
-    usage = message.usage or Usage() if message is not None else progress.usage
-    if message is not None:
-        cost = message.cost
-    else:
-        cost = cost_of(runtime.manifest, payload.agent.model, usage) if usage.total_tokens else None
     return agent_entry(
         payload,
         prompt=prompt_of(payload, previous),
         attempt=claim.attempt,
-        worker=runtime.hostname,
+        worker=worker,
         queued_at=payload.queued_at,
         started_at=time.time() - (time.monotonic() - started),
         usage=usage,

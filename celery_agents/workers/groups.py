@@ -95,6 +95,10 @@ async def finish_chain(
 
 async def _facts(runtime: WorkerRuntime, group: GroupPayload) -> GroupFacts:
     """What Redis holds of the group as it ends, in one round trip."""
+    if runtime.store is None:  # the usage alone: the rest is for the store's record
+        return GroupFacts.parse(
+            {}, await runtime.redis.hgetall(runtime.keys.run_usage(group.run_id)), None
+        )
     async with runtime.redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(runtime.keys.run_state(group.run_id))
         pipe.hgetall(runtime.keys.run_usage(group.run_id))
@@ -114,7 +118,9 @@ async def _succeed(
     trip."""
     async with runtime.redis.pipeline(transaction=False) as pipe:
         write_state(pipe, runtime.keys, group.run_id, "succeeded", runtime.settings.result_ttl)
-        runtime.record(pipe, group_entry(group, facts, worker=runtime.hostname, message=message))
+        runtime.record(
+            pipe, lambda: group_entry(group, facts, worker=runtime.hostname, message=message)
+        )
         await channel.done(message, after=pipe)
     return _record(group, status="ok", message=message)
 
@@ -124,11 +130,14 @@ async def _publish_failure(
 ) -> None:
     """The group's record (in Redis and for the store), then its failure event, in one round
     trip."""
-    facts = await _facts(runtime, group)
+    facts = await _facts(runtime, group) if runtime.store is not None else None
     async with runtime.redis.pipeline(transaction=False) as pipe:
         state = final_state(error)
         write_state(pipe, runtime.keys, group.run_id, state, runtime.settings.result_ttl)
-        runtime.record(pipe, group_entry(group, facts, worker=runtime.hostname, error=error))
+        if facts is not None:
+            runtime.record(
+                pipe, lambda: group_entry(group, facts, worker=runtime.hostname, error=error)
+            )
         await channel.failed(error, after=pipe)
 
 

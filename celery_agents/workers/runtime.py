@@ -16,6 +16,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -118,10 +119,11 @@ class WorkerRuntime:
             self.store_writer.run_forever(), self.loop.loop
         )
 
-    def record(self, pipe: Any, entry: RunEntry) -> None:
-        """Queue handing ``entry`` to the run store on ``pipe`` (a no-op with the store off)."""
+    def record(self, pipe: Any, entry: Callable[[], RunEntry]) -> None:
+        """Queue handing ``entry()`` to the run store on ``pipe``; with the store off, the
+        record is not even made."""
         if self._handoff is not None:
-            self._handoff.queue(pipe, entry)
+            self._handoff.queue(pipe, entry())
 
     async def _renew_forever(self) -> None:
         """Every lease interval: the leases of the runs held here, and the tenant's and
