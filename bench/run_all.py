@@ -33,6 +33,7 @@ PARTS = {
     "relay": "2",
     "throughput": "3",
     "concurrency": "4",
+    "journal": "4",
     "fanin": "5",
     "teams": "6, 7",
     "background": "8",
@@ -40,7 +41,9 @@ PARTS = {
     "memory": "10",
     "worker_cpu": "11",
     "store": "12, 13",
+    "delivery": "14",
     "limits": "extra",
+    "api": "15",
 }
 TIMEOUT = float(os.environ.get("BENCH_PART_TIMEOUT", "900"))
 

@@ -47,16 +47,19 @@ def agents_stack(
     providers: dict[str, dict[str, Any]] | None = None,
     tools: dict[str, str] | None = None,
     worker_env: dict[str, str] | None = None,
+    manifest_extra: dict[str, Any] | None = None,
     **settings: Any,
 ) -> Iterator[Stack]:
     """A private Redis, ``workers`` threads-pool workers and the facade configured on them
     (``settings``: extra ``Settings`` fields for the facade; ``tools``: the manifest's, which
-    the workers import). Everything stops on exit."""
+    the workers import; ``manifest_extra``: more of it, e.g. agents and tenants). Everything
+    stops on exit."""
     with ExitStack() as stack:
         redis = start_redis_server()
         stack.callback(redis.stop)
         manifest = redis.workdir / "bench-agents.yaml"
-        manifest.write_text(yaml.safe_dump({"providers": providers or {}, "tools": tools or {}}))
+        declared = {"providers": providers or {}, "tools": tools or {}, **(manifest_extra or {})}
+        manifest.write_text(yaml.safe_dump(declared))
         ours = Stack(redis, manifest)
         # The run store is on, as it is by default, in a file of the part's own.
         store = {"CELERY_AGENTS_STORE_URL": str(redis.workdir / "runs.db"), **(worker_env or {})}

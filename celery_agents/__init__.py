@@ -24,6 +24,7 @@ _EXPORTS = {
     "runs": "facade.stored",
     "run": "facade.stored",
     "usage": "facade.stored",
+    "schedule_history": "facade.stored",
     "StoredRun": "store.queries",
     "UsageRow": "store.queries",
     "AgentsManifest": "config",
@@ -37,6 +38,7 @@ _EXPORTS = {
     "RunRecord": "runstate",
     "OutputValidationError": "errors",
     "tool": "tools",
+    "idempotency_key": "tools",
     "BudgetExceeded": "errors",
     "CeleryAgentsError": "errors",
     "ClientClosed": "errors",
@@ -46,8 +48,10 @@ _EXPORTS = {
     "RunError": "errors",
     "RunTimeout": "errors",
     "StageError": "errors",
+    "StreamGap": "errors",
     "TeamRunError": "errors",
     "ToolError": "errors",
+    "ToolInterrupted": "errors",
     "UnknownAgentError": "errors",
     "UnknownProviderError": "errors",
     "UnknownToolError": "errors",
@@ -78,12 +82,14 @@ __all__ = [
     "Settings",
     "StageError",
     "StoredRun",
+    "StreamGap",
     "Talk",
     "Team",
     "TeamRun",
     "TeamRunError",
     "TextChunk",
     "ToolError",
+    "ToolInterrupted",
     "UnknownAgentError",
     "UnknownProviderError",
     "UnknownToolError",
@@ -91,8 +97,10 @@ __all__ = [
     "UsageRow",
     "UserError",
     "configure",
+    "idempotency_key",
     "run",
     "runs",
+    "schedule_history",
     "team_from_manifest",
     "tool",
     "usage",
@@ -125,8 +133,10 @@ if TYPE_CHECKING:
         RunError,
         RunTimeout,
         StageError,
+        StreamGap,
         TeamRunError,
         ToolError,
+        ToolInterrupted,
         UnknownAgentError,
         UnknownProviderError,
         UnknownToolError,
@@ -146,9 +156,9 @@ if TYPE_CHECKING:
         configure,
         team_from_manifest,
     )
-    from .facade.stored import run, runs, usage
+    from .facade.stored import run, runs, schedule_history, usage
     from .jobs import Job
     from .messages import AgentResponse, ChatMessage, Talk, Usage
     from .runstate import RunRecord
     from .store.queries import StoredRun, UsageRow
-    from .tools import tool
+    from .tools import idempotency_key, tool

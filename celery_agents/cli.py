@@ -1,8 +1,9 @@
-"""``celery-agents``: demo, run, worker, beat, flower, status, schedules, runs."""
+"""``celery-agents``: demo, run, worker, beat, flower, status, schedules, runs, deliveries."""
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from typing import Any
 
 import click
@@ -147,6 +148,90 @@ def flower(address: str, port: int, basic_auth: str | None) -> None:
     app.start(argv=argv)
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--loglevel", "-l", default="info", show_default=True)
+def serve(host: str, port: int, loglevel: str) -> None:
+    """The HTTP API (runs, SSE, schedules, usage) behind API keys (`keys create`)."""
+    from .config.settings import Settings
+    from .errors import ConfigError
+    from .store.database import check_store
+    from .store.url import store_url
+
+    settings = Settings()
+    if store_url(settings.store_url) is None:
+        raise ConfigError(
+            "the API keeps its keys in the run store, and CELERY_AGENTS_STORE_URL=none turns it off"
+        )
+    check_store(settings.store_url)
+    from .api.server import serve as serve_api
+
+    serve_api(host, port, log_level=loglevel.lower())
+
+
+@main.group()
+def keys() -> None:
+    """API keys of `serve`: each one a tenant's (or an admin's); only their hash is kept."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="Whose runs the key starts and sees.")
+@click.option("--admin", is_flag=True, help="The key sees and acts on every tenant's runs.")
+def keys_create(tenant: str, admin: bool) -> None:
+    """Make a key; it is printed once, as the last word (keep it: only its hash is stored)."""
+    from .errors import UserError
+    from .facade.bridge import run_sync
+    from .facade.client import get_client
+    from .facade.stored import with_store
+    from .store.keys import create_key
+
+    manifest = get_client().manifest
+    if tenant not in manifest.tenants:  # its runs would all be refused
+        known = ", ".join(sorted(manifest.tenants)) or "none"
+        raise UserError(
+            f"tenant {tenant!r} is not in the manifest's tenants ({known}): declare it under "
+            f"tenants: in {manifest.source or 'CELERY_AGENTS_MANIFEST'} first"
+        )
+    made, key = run_sync(with_store(lambda store: create_key(store, tenant, admin=admin)))
+    role = " (admin)" if made.admin else ""
+    click.echo(f"key {made.key_id} of tenant {made.tenant}{role}: {key}")
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def keys_list(as_json: bool) -> None:
+    """Every key: its id, tenant, role, when it was made and revoked (never the key)."""
+    import json
+
+    from .facade.bridge import run_sync
+    from .facade.stored import with_store
+    from .store.keys import list_keys
+
+    found = run_sync(with_store(list_keys))
+    if as_json:
+        click.echo(json.dumps([k.model_dump(mode="json") for k in found], indent=2))
+        return
+    for k in found:
+        revoked = f"  revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else ""
+        role = "admin" if k.admin else "tenant"
+        click.echo(f"{k.key_id}  {k.tenant}  {role}  made {k.created_at:%Y-%m-%d %H:%M}{revoked}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke the key KEY_ID (as `keys list` prints it): it answers 401 from now on."""
+    from .errors import UserError
+    from .facade.bridge import run_sync
+    from .facade.stored import with_store
+    from .store.keys import revoke_key
+
+    if not run_sync(with_store(lambda store: revoke_key(store, key_id))):
+        raise UserError(f"no live key {key_id!r} (keys list shows them)")
+    click.echo(f"key {key_id}: revoked")
+
+
 @main.group()
 def schedules() -> None:
     """Manage background runs and manifest schedules."""
@@ -160,49 +245,156 @@ def schedules_list() -> None:
 
     from .scheduler.admin import list_entries
 
-    table = Table("name", "state", "runs", "errors", "every", "next run in")
+    rows = list_entries()
+    columns = ["name", "state", "runs", "errors", "every", "next run in"]
+    noted = any(row[-1] for row in rows)
+    table = Table(*columns, *(["note"] if noted else []))
     table.add_column("id", no_wrap=True)  # never cut: users copy it into other commands
-    for entry_id, *rest in list_entries():
-        table.add_row(*rest, entry_id)
+    for entry_id, *rest, note in rows:
+        table.add_row(*rest, *([note] if noted else []), entry_id)
     Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 @schedules.command("show")
-@click.argument("entry_id")
-def schedules_show(entry_id: str) -> None:
-    """One entry's counters and state."""
+@click.argument("name")
+def schedules_show(name: str) -> None:
+    """One entry's counters and state (NAME as `schedules list` prints it, or its id)."""
     from .scheduler.admin import show_entry
 
-    for key, value in show_entry(entry_id).items():
+    for key, value in show_entry(name).items():
         click.echo(f"{key}: {value}")
 
 
+@schedules.command("history")
+@click.argument("name")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def schedules_history(name: str, limit: int, as_json: bool) -> None:
+    """Each fire of an entry, newest first, from the run store: state, output, tokens, cost."""
+    from .facade.bridge import run_sync
+    from .facade.stored import schedule_history
+    from .runs_report import print_history
+
+    print_history(_console(), run_sync(schedule_history(name, limit=limit)), as_json=as_json)
+
+
 @schedules.command("pause")
-@click.argument("entry_id")
-def schedules_pause(entry_id: str) -> None:
+@click.argument("name")
+def schedules_pause(name: str) -> None:
     """Stop firing an entry until it is resumed (a run in flight finishes)."""
     from .scheduler.admin import pause_or_resume
 
-    click.echo(pause_or_resume(entry_id, "pause"))
+    click.echo(pause_or_resume(name, "pause"))
 
 
 @schedules.command("resume")
-@click.argument("entry_id")
-def schedules_resume(entry_id: str) -> None:
+@click.argument("name")
+def schedules_resume(name: str) -> None:
     """Fire a paused entry again (its next run is due at once)."""
     from .scheduler.admin import pause_or_resume
 
-    click.echo(pause_or_resume(entry_id, "resume"))
+    click.echo(pause_or_resume(name, "resume"))
+
+
+@schedules.command("trigger")
+@click.argument("name")
+def schedules_trigger(name: str) -> None:
+    """Fire an entry once now (a schedule follows its overlap policy; its grid stays)."""
+    from .scheduler.admin import trigger
+
+    click.echo(trigger(name))
+
+
+@schedules.command("backfill")
+@click.argument("name")
+@click.option("--from", "since", required=True, help="ISO time (UTC unless it says), or 7d/24h.")
+@click.option("--to", "until", required=True, help="ISO time (UTC unless it says), or 7d/24h.")
+def schedules_backfill(name: str, since: str, until: str) -> None:
+    """Fire the schedule's times between --from and --to now, following its overlap policy."""
+    from .runs_report import parse_when
+    from .scheduler.admin import backfill
+
+    start, end = parse_when(since, "--from"), parse_when(until, "--to")
+    assert start is not None and end is not None
+    click.echo(backfill(name, start.timestamp(), end.timestamp()))
 
 
 @schedules.command("remove")
-@click.argument("entry_id")
-def schedules_remove(entry_id: str) -> None:
-    """Cancel an entry: no run starts after this returns; the one in flight is cancelled."""
+@click.argument("name")
+def schedules_remove(name: str) -> None:
+    """Cancel an entry: no run starts after this returns; the one in flight is cancelled. A
+    manifest schedule stays removed across beat restarts until its manifest entry changes."""
     from .facade.background import BackgroundRun
+    from .scheduler.admin import entry_id_of
 
+    entry_id = entry_id_of(name)
     BackgroundRun.attach(entry_id).cancel_sync()
     click.echo(f"{entry_id}: cancelled")
+
+
+@main.group()
+def deliveries() -> None:
+    """Deliveries of runs' outcomes (webhooks, files) that gave up after their retries."""
+
+
+def _deliveries_redis() -> tuple[Any, Any, Any]:
+    from .config.settings import Settings
+    from .keys import Keys
+
+    settings = Settings()
+    return redis.Redis.from_url(settings.redis_url), Keys(settings.key_prefix), settings
+
+
+@deliveries.command("failed")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def deliveries_failed(as_json: bool) -> None:
+    """Every delivery that gave up, oldest first: where to, how often tried, why it failed."""
+    import dataclasses
+    import datetime as dt
+    import json
+
+    from rich.table import Table
+
+    from .scheduler.deliveries import failed_deliveries
+
+    client, keys, _ = _deliveries_redis()
+    rows = failed_deliveries(client, keys)
+    console = _console()
+    if as_json:
+        console.print_json(json.dumps([dataclasses.asdict(r) for r in rows]))
+        return
+    if not rows:
+        console.print("no failed deliveries")
+        return
+    table = Table("failed (UTC)", "target", "attempts", "last error", "run id")
+    table.add_column("id", no_wrap=True)
+    for r in rows:
+        when = dt.datetime.fromtimestamp(r.failed_at, dt.UTC)
+        table.add_row(
+            f"{when:%Y-%m-%d %H:%M:%S}",
+            r.target,
+            str(r.attempts),
+            r.last_error or "-",
+            r.run_id,
+            r.id,
+        )
+    console.print(table)
+
+
+@deliveries.command("retry")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Retry every failed delivery.")
+def deliveries_retry(ids: tuple[str, ...], every: bool) -> None:
+    """Send failed deliveries again (by the ids `deliveries failed` prints, or --all), with a
+    fresh day of retries."""
+    from .errors import UserError
+    from .scheduler.deliveries import retry_deliveries
+
+    if bool(ids) == every:
+        raise UserError("give the ids of failed deliveries, or --all")
+    client, keys, settings = _deliveries_redis()
+    count = retry_deliveries(client, keys, ids or None, max_age=settings.delivery_max_age)
+    click.echo(f"{count} deliveries queued again")
 
 
 @main.command()
@@ -225,7 +417,9 @@ def status() -> None:
     console.print(f"beat: {'alive' if report.beat_alive else 'not running'}")
     for queue, depth in report.queues.items():
         console.print(f"queue {queue}: {'?' if depth is None else depth} waiting")
-    console.print(f"background entries: {len(report.entries)} active")
+    states = Counter(row[2] for row in report.entries)
+    counted = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "none"
+    console.print(f"background entries: {counted}")
     if report.store_backlog:
         console.print(f"run store: {report.store_backlog} records waiting for the database")
     usage = Table("agent", "runs", "errors", "tokens in", "tokens out", "cost", title="last hour")
@@ -246,8 +440,15 @@ def status() -> None:
 @click.option("--iter", "iterate", is_flag=True, help="Print each member's message as it ends.")
 @click.option("--model", default=None, help="Override the model, e.g. test:echo.")
 @click.option("--timeout", default=None, type=float, help="Seconds the run may take.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final ChatMessage as JSON.")
 def run(
-    name: str, prompt: str, stream: bool, iterate: bool, model: str | None, timeout: float | None
+    name: str,
+    prompt: str,
+    stream: bool,
+    iterate: bool,
+    model: str | None,
+    timeout: float | None,
+    as_json: bool,
 ) -> None:
     """Run the agent or team NAME of the manifest (CELERY_AGENTS_MANIFEST) on PROMPT."""
     import asyncio
@@ -255,7 +456,15 @@ def run(
     from .runner import run_named
 
     asyncio.run(
-        run_named(name, prompt, stream=stream, iterate=iterate, model=model, timeout=timeout)
+        run_named(
+            name,
+            prompt,
+            stream=stream,
+            iterate=iterate,
+            model=model,
+            timeout=timeout,
+            as_json=as_json,
+        )
     )
 
 
@@ -395,11 +604,15 @@ def runs_retry(run_id: str) -> None:
 
 @main.command()
 @click.option("--prompt", default="In one sentence, what is a task queue?", show_default=True)
-def demo(prompt: str) -> None:
-    """Start what is missing (Redis, a model, a worker), run an agent three ways, stop it all."""
+@click.option(
+    "--keep-console", is_flag=True, help="Leave the web console up at the end, until Ctrl+C."
+)
+def demo(prompt: str, keep_console: bool) -> None:
+    """Start what is missing (Redis, a model, a worker, the console), run an agent several
+    ways, stop it all."""
     from .demo import run_demo
 
-    run_demo(prompt)
+    run_demo(prompt, keep_console=keep_console)
 
 
 if __name__ == "__main__":

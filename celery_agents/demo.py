@@ -1,8 +1,10 @@
 """``celery-agents demo``: everything from nothing, then one agent run three ways.
 
-Uses the Redis at ``CELERY_AGENTS_REDIS_URL`` (or 127.0.0.1:6379) if one answers, else starts
-a private one; uses OpenAI if ``OPENAI_API_KEY`` is set, else the embedded ``local`` model;
-starts a worker; runs ``await agent.run``, ``run_stream`` and ``run_sync``; stops what it started.
+Uses the Redis named in ``CELERY_AGENTS_REDIS_URL``, else starts a private one (never one it
+was not told of); uses OpenAI if ``OPENAI_API_KEY`` is set, else the embedded ``local`` model;
+starts a worker, a beat and the HTTP API with its console (printing its URL and an admin
+key); runs ``await agent.run``, ``run_stream`` and ``run_sync`` and more; stops what it started
+(``keep_console``: after Ctrl+C).
 """
 
 from __future__ import annotations
@@ -11,24 +13,35 @@ import asyncio
 import contextlib
 import datetime
 import os
+import socket
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import click
+import yaml
 from pydantic import BaseModel
 
 from .config.settings import Settings, shown_url
+from .embedded.api_server import free_port, start_api
 from .embedded.redis_server import redis_answers, start_redis_server
 from .embedded.worker import start_beat, start_worker
 from .errors import OutputValidationError
 from .facade import Agent, configure
+from .facade.bridge import run_sync
 from .facade.client import get_client, shutdown
 from .facade.stored import run as stored_run
 from .facade.stored import usage as stored_usage
+from .facade.stored import with_store
 from .jobs import Job
 from .messages import AgentResponse, Talk
+from .store.keys import create_key, revoke_key
 from .store.url import shown, store_url
+
+CONSOLE_PORT = 8000  # the console's, if free (else any free one)
+SYSTEM_PROMPT = "You are a helpful, concise assistant."
 
 
 class Triage(BaseModel):
@@ -52,15 +65,19 @@ def _say(text: str) -> None:
 
 @contextlib.contextmanager
 def _redis(settings: Settings) -> Iterator[str]:
-    if redis_answers(settings.redis_url):
-        _say(f"using the Redis at {shown_url(settings.redis_url)}")
+    """The Redis the user named in ``CELERY_AGENTS_REDIS_URL``, else a private one: a demo
+    never writes into a Redis nobody named to it."""
+    if os.environ.get("CELERY_AGENTS_REDIS_URL"):
+        if not redis_answers(settings.redis_url):
+            raise click.ClickException(
+                f"CELERY_AGENTS_REDIS_URL={shown_url(settings.redis_url)} does not answer "
+                "(unset it, and the demo starts a private Redis)"
+            )
+        _say(f"using the Redis named in CELERY_AGENTS_REDIS_URL: {shown_url(settings.redis_url)}")
         yield settings.redis_url
         return
     server = start_redis_server()
-    _say(
-        f"no Redis answered at {shown_url(settings.redis_url)}; "
-        f"started a private one at {shown_url(server.url)}"
-    )
+    _say(f"started a private Redis at {shown_url(server.url)} (CELERY_AGENTS_REDIS_URL is unset)")
     try:
         yield server.url
     finally:
@@ -88,29 +105,92 @@ def _model() -> Iterator[tuple[str, dict[str, str]]]:
         server.stop()
 
 
-def run_demo(prompt: str) -> None:
+def run_demo(prompt: str, *, keep_console: bool = False) -> None:
     settings = Settings()
-    with _redis(settings) as redis_url, _model() as (model, model_env):
+    with (
+        _redis(settings) as redis_url,
+        _model() as (model, model_env),
+        tempfile.TemporaryDirectory(prefix="celery-agents-demo-") as scratch,
+    ):
+        manifest = _manifest(Path(scratch), model)
         worker = start_worker(
-            redis_url, concurrency=4, extra_env=model_env, key_prefix=settings.key_prefix
+            redis_url,
+            manifest=manifest,
+            concurrency=4,
+            extra_env=model_env,
+            key_prefix=settings.key_prefix,
         )
         _say(f"started a worker ({worker.hostname})")
-        beat = start_beat(redis_url, extra_env=model_env, key_prefix=settings.key_prefix)
+        beat = start_beat(
+            redis_url, manifest=manifest, extra_env=model_env, key_prefix=settings.key_prefix
+        )
         _say("started a beat (it fires background runs)")
-        try:
-            configure(settings, redis_url=redis_url)
-            agent = Agent(
-                "demo",
-                model,
-                "You are a helpful, concise assistant.",
-                model_settings={"max_tokens": 120},
-            )
-            asyncio.run(_show(agent, prompt))
-        finally:
+        configure(settings, redis_url=redis_url, manifest=manifest)
+        with _console(redis_url, manifest, settings):
+            try:
+                agent = Agent("demo", model, SYSTEM_PROMPT, model_settings={"max_tokens": 120})
+                asyncio.run(_show(agent, prompt))
+                if keep_console:
+                    _say("the console stays up until Ctrl+C")
+                    _wait_for_ctrl_c()
+            finally:
+                shutdown()
+                beat.stop()
+                worker.stop()
+                _say("stopped the beat and the worker")
+
+
+def _manifest(scratch: Path, model: str) -> Path:
+    """The demo's manifest: its agent (for the console's "start a run") and a tenant."""
+    path = scratch / "agents.yaml"
+    data = {
+        "agents": {"demo": {"model": model, "system_prompt": SYSTEM_PROMPT}},
+        "tenants": {"demo": {}},
+    }
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+@contextlib.contextmanager
+def _console(redis_url: str, manifest: Path, settings: Settings) -> Iterator[None]:
+    """The HTTP API and its console, with an admin key printed to log in with."""
+    if store_url(settings.store_url) is None:
+        _say("no console: the API keeps its keys in the run store, which is off")
+        yield
+        return
+    api = start_api(
+        redis_url, manifest=manifest, key_prefix=settings.key_prefix, port=_console_port()
+    )
+    made = None
+    try:
+        made, key = run_sync(with_store(lambda store: create_key(store, "demo", admin=True)))
+        _say(f"the console: {api.url} (log in with this admin key, made for the demo)")
+        click.echo(key)
+        yield
+    finally:
+        api.stop()
+        if made is not None:  # the key served this demo only
+            key_id = made.key_id
+            run_sync(with_store(lambda store: revoke_key(store, key_id)))
             shutdown()
-            beat.stop()
-            worker.stop()
-            _say("stopped the beat and the worker")
+        _say("stopped the console (and revoked its key)")
+
+
+def _console_port() -> int:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", CONSOLE_PORT))
+        except OSError:
+            return free_port()
+    return CONSOLE_PORT
+
+
+def _wait_for_ctrl_c() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo()
 
 
 async def _show(agent: Agent, prompt: str) -> None:

@@ -10,12 +10,14 @@
     └── RunError                   a run that was queued and then failed
         ├── ModelError             the model provider failed (after retries) or answered garbage
         ├── ToolError
+        │   └── ToolInterrupted    a tool call cut short by a worker's death, not safe to rerun
         ├── OutputValidationError  structured output did not validate (carries the raw text)
         ├── StageError             a TeamRun stage failed (names the stage)
         ├── TeamRunError           every member of a Team failed
         ├── BudgetExceeded         a tenant's daily token budget is spent
         ├── RunCancelled
-        └── RunTimeout
+        ├── RunTimeout
+        └── StreamGap              a stream lost events on the way (the final message is whole)
 
 Errors carry a message and JSON-able ``details``; ``to_json``/``error_from_json`` move them
 across the broker and pub/sub, and they survive pickling too.
@@ -113,6 +115,11 @@ class ToolError(RunError):
     pass
 
 
+class ToolInterrupted(ToolError):
+    """A tool call that started on a worker that died before it ended: its effect may have
+    happened, so a tool not declared ``retry_safe`` is not run again."""
+
+
 class OutputValidationError(RunError):
     pass
 
@@ -140,6 +147,16 @@ class RunTimeout(RunError):
 class ClientClosed(RunError):
     """The facade was shut down or configured again while a caller awaited a run: like a
     ``RunTimeout``, the wait ended, not the run (``RunHandle.attach(run_id)`` follows it)."""
+
+
+class StreamGap(RunError):
+    """Events of a run's stream were lost on the way (Redis lost the run's keys, or its replay
+    log no longer held them): the streamed text is not the whole answer. The run's final
+    message is whole: ``result`` (also ``get_message()`` of the stream)."""
+
+    def __init__(self, message: str | None = None, *, result: Any = None, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.result = result
 
 
 def all_error_types() -> list[type[CeleryAgentsError]]:

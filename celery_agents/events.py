@@ -19,6 +19,9 @@ from .messages import ChatMessage, Participant
 class _Event(BaseModel):
     run_id: str
     seq: int = 0
+    # Which life of the run's stream ``seq`` counts in (Redis assigns both on publish): a
+    # stream whose keys Redis lost starts over at seq 1 in a new epoch.
+    epoch: str | None = None
     ts: float = Field(default_factory=time.time)
     # Set on events of a Team member / TeamRun stage re-published on its parent's channel.
     member: str | None = None
@@ -104,8 +107,9 @@ def parse_event(data: bytes | str) -> Event:
 
 
 def dump_event(event: _Event) -> str:
-    """The JSON an event is published as, without ``seq`` (Redis assigns it on publish)."""
-    return event.model_dump_json(exclude={"seq"})
+    """The JSON an event is published as, without ``seq`` and ``epoch`` (Redis assigns them
+    on publish)."""
+    return event.model_dump_json(exclude={"seq", "epoch"})
 
 
 def is_terminal(event: Event) -> bool:

@@ -23,6 +23,10 @@ class Keys:
         """Counter that hands out a run's gap-free event sequence numbers."""
         return f"{self.prefix}:run:{run_id}:seq"
 
+    def run_epoch(self, run_id: str) -> str:
+        """The epoch of a run's seq counter: made anew whenever the counter starts over."""
+        return f"{self.prefix}:run:{run_id}:epoch"
+
     def run_published(self, run_id: str) -> str:
         """The token and first seq of the last publish of a run's events (a call sent again
         after a lost reply is not published twice)."""
@@ -44,6 +48,26 @@ class Keys:
         """Heartbeat of a live worker: its tools, concurrency and start time."""
         return f"{self.prefix}:worker:{hostname}"
 
+    def worker_alive(self, hostname: str) -> str:
+        """Set every second by a live worker process; it lapses seconds after it died."""
+        return f"{self.prefix}:alive:{hostname}"
+
+    def holders(self) -> str:
+        """Set of the worker processes that say what they hold (``held_tags``, ``held_runs``)."""
+        return f"{self.prefix}:holders"
+
+    def held_tags(self, hostname: str) -> str:
+        """Set of the delivery tags of the task messages a worker process holds."""
+        return f"{self.prefix}:held:{hostname}:tags"
+
+    def held_runs(self, hostname: str) -> str:
+        """Set of the run ids whose leases a worker process holds."""
+        return f"{self.prefix}:held:{hostname}:runs"
+
+    def taken_over(self, hostname: str) -> str:
+        """Set by the live worker that took a dead one's runs over (once)."""
+        return f"{self.prefix}:taken:{hostname}"
+
     def worker_pattern(self) -> str:
         return f"{self.prefix}:worker:*"
 
@@ -54,6 +78,10 @@ class Keys:
     def run_lock(self, run_id: str) -> str:
         """Lease of the one live execution of a run (renewed while it runs)."""
         return f"{self.prefix}:run:{run_id}:lock"
+
+    def run_journal(self, run_id: str) -> str:
+        """Hash of a run's journaled steps (step -> entry), replayed by its next attempt."""
+        return f"{self.prefix}:run:{run_id}:journal"
 
     def run_cancel(self, run_id: str) -> str:
         """Set when a run is cancelled; a worker checks it before starting the run."""
@@ -71,6 +99,10 @@ class Keys:
         """Set of the run ids an entry has counted (completion is idempotent per run)."""
         return f"{self.prefix}:bg:{entry_id}:done"
 
+    def background_running(self, entry_id: str) -> str:
+        """Sorted set of an entry's runs in flight, by when each started."""
+        return f"{self.prefix}:bg:{entry_id}:running"
+
     def schedule(self) -> str:
         """Sorted set of entry ids by the time their next run is due."""
         return f"{self.prefix}:schedule"
@@ -78,6 +110,11 @@ class Keys:
     def background_index(self) -> str:
         """Set of the ids of entries that have not ended."""
         return f"{self.prefix}:bg-index"
+
+    def schedules_removed(self) -> str:
+        """Hash of the manifest schedules removed by hand: entry id -> the fingerprint of the
+        definition removed (no TTL: it holds at most one field per manifest schedule)."""
+        return f"{self.prefix}:schedules-removed"
 
     def beat_lock(self) -> str:
         return f"{self.prefix}:beat:lock"
@@ -105,6 +142,15 @@ class Keys:
         """One failed run: its payload (which holds no secrets) and its error."""
         return f"{self.prefix}:dead:{run_id}"
 
+    def console_session(self, digest: str) -> str:
+        """A console login: the API key's id, under the SHA-256 of the session's cookie."""
+        return f"{self.prefix}:session:{digest}"
+
+    def recent_runs(self) -> str:
+        """Sorted set: the runs clients queued (scored by when), for as long as Redis keeps
+        their records: what the console lists as in flight."""
+        return f"{self.prefix}:recent"
+
     def idempotency(self, key: str) -> str:
         """The run id that owns an idempotency key."""
         return f"{self.prefix}:idem:{key}"
@@ -125,3 +171,16 @@ class Keys:
     def client_channel(self, client_id: str) -> str:
         """A client's own channel; keeps its pub/sub connection subscribed while idle."""
         return f"{self.prefix}:client:{client_id}"
+
+    def delivery(self, delivery_id: str) -> str:
+        """Hash of one delivery of a run's outcome (``<run_id>:<n>``, n: the target's index):
+        its target, body, attempts and state; kept a day once delivered, as a tombstone."""
+        return f"{self.prefix}:delivery:{delivery_id}"
+
+    def deliveries_pending(self) -> str:
+        """Sorted set of the ids of deliveries to attempt, by when their next attempt is due."""
+        return f"{self.prefix}:deliveries:pending"
+
+    def deliveries_failed(self) -> str:
+        """Sorted set of the ids of deliveries that gave up (by when), until retried."""
+        return f"{self.prefix}:deliveries:failed"

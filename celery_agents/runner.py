@@ -9,8 +9,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from .errors import UserError
-from .facade import Agent, Team, TeamRun, team_from_manifest
+from .facade import Agent, Team, TeamRun
 from .facade.client import get_client
+from .facade.manifest import named
+from .messages import ChatMessage
 
 
 def _target(name: str) -> Agent | Team | TeamRun:
@@ -18,18 +20,22 @@ def _target(name: str) -> Agent | Team | TeamRun:
     settings, manifest = client.settings, client.manifest
     if settings.manifest is None:
         raise UserError("set CELERY_AGENTS_MANIFEST to the YAML that declares your agents")
-    if name in manifest.agents:
-        return Agent.from_manifest(manifest, name)
-    if name in manifest.teams:
-        return team_from_manifest(manifest, name)
-    known = ", ".join(sorted({*manifest.agents, *manifest.teams})) or "none"
-    raise UserError(f"no agent or team {name!r} in {settings.manifest} (known: {known})")
+    return named(manifest, name)
 
 
 async def run_named(
-    name: str, prompt: str, *, stream: bool, iterate: bool, model: str | None, timeout: float | None
+    name: str,
+    prompt: str,
+    *,
+    stream: bool,
+    iterate: bool,
+    model: str | None,
+    timeout: float | None,
+    as_json: bool = False,
 ) -> None:
     target = _target(name)
+    if as_json and (stream or iterate):
+        raise UserError("--json prints the final ChatMessage: use it without --stream or --iter")
     if stream:
         if isinstance(target, Team):
             raise UserError(f"{name!r} is a parallel team and does not stream; use --iter")
@@ -54,7 +60,10 @@ async def run_named(
         return
     else:
         message = await target.run(prompt, model=model, timeout=timeout)
-        click.echo(message.text)
+        if as_json:
+            click.echo(message.model_dump_json())
+        else:
+            _print_answer(message)
     usage = message.usage
     if usage is not None:
         cost = f", ${message.cost:.6f}" if message.cost is not None else ""
@@ -64,3 +73,15 @@ async def run_named(
             err=True,
         )
     sys.stdout.flush()
+
+
+def _print_answer(message: ChatMessage, depth: int = 0) -> None:
+    """A run's answer: a Team's as each member's under its name (nested Teams indented)."""
+    members = message.associated_messages
+    if not members:
+        click.echo(message.text)
+        return
+    names = message.metadata.get("members") or [m.name for m in members]
+    for name, member in zip(names, members, strict=False):
+        click.secho(f"{'  ' * depth}[{name}]", fg="cyan")
+        _print_answer(member, depth + 1)

@@ -16,6 +16,7 @@ from .store.queries import StoredRun, UsageRow
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+PREVIEW = 80  # characters of a fire's answer in ``schedules history``
 
 
 def parse_when(text: str | None, option: str) -> dt.datetime | None:
@@ -80,6 +81,48 @@ def print_run(console: Console, run: StoredRun, *, as_json: bool) -> None:
             )
         console.print("\n[bold]answer[/bold]")
         console.print(run.message.text, markup=False, highlight=False)
+
+
+def print_history(console: Console, rows: Sequence[StoredRun], *, as_json: bool) -> None:
+    """A schedule's fires: when, state, the start of the answer (or why it failed or was
+    skipped), tokens and cost."""
+    if as_json:
+        console.print_json(json.dumps([_fire(r) for r in rows]))
+        return
+    if not rows:
+        console.print("no fires of it in the store yet")
+        return
+    table = Table("ended (UTC)", "state", "output", "tokens", "cost")
+    table.add_column("run id", no_wrap=True)
+    for r in rows:
+        fire = _fire(r)
+        table.add_row(
+            f"{r.ended_at:%Y-%m-%d %H:%M:%S}",
+            r.state,
+            fire["output"] or "-",
+            f"{r.input_tokens + r.output_tokens}",
+            _cost(r.cost),
+            r.run_id,
+        )
+    console.print(table)
+
+
+def _fire(run: StoredRun) -> dict[str, Any]:
+    if run.message is not None:
+        output: str | None = run.message.text
+    else:
+        output = run.error_message
+    if output is not None and len(output) > PREVIEW:
+        output = output[:PREVIEW] + "…"
+    return {
+        "run_id": run.run_id,
+        "ended_at": run.ended_at.isoformat(),
+        "state": run.state,
+        "output": output,
+        "input_tokens": run.input_tokens,
+        "output_tokens": run.output_tokens,
+        "cost": run.cost,
+    }
 
 
 def print_usage(

@@ -48,6 +48,8 @@ class RunRecord:
     worker: str | None = None
     heartbeat_at: float | None = None
     times: dict[str, float] = field(default_factory=dict)  # "queued" / "running" / ... -> when
+    name: str | None = None  # the agent's, Team's or TeamRun's
+    tenant: str | None = None
 
     @classmethod
     def from_hash(cls, run_id: str, raw: dict[Any, Any]) -> RunRecord:
@@ -60,6 +62,8 @@ class RunRecord:
             attempt=int(data.get("attempt", 0)),
             worker=data.get("worker"),
             heartbeat_at=float(data["heartbeat_at"]) if "heartbeat_at" in data else None,
+            name=data.get("name") or None,
+            tenant=data.get("tenant") or None,
             times={
                 k.removesuffix("_at"): float(v)
                 for k, v in data.items()

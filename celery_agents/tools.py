@@ -11,6 +11,7 @@ Workers run only registered tools; a task message naming any other tool is refus
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import importlib
 import inspect
@@ -22,17 +23,31 @@ from .errors import ConfigError, UnknownToolError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Set by the worker around each tool call (``llm/journal.py``).
+IDEMPOTENCY_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "celery_agents_idempotency_key", default=None
+)
+
+
+def idempotency_key() -> str | None:
+    """Inside a tool call: ``run_id:step``, the same on every attempt of the run (a run
+    redelivered after its worker died replays the call's result instead of calling again), so
+    a tool can dedupe its effect downstream. None outside a tool call."""
+    return IDEMPOTENCY_KEY.get()
+
 
 @dataclass(frozen=True)
 class Tool:
     """A registered tool: its callable, name, description and timeout. On workers it runs as a
     pydantic-ai tool (``llm.toolset``): its schema comes from the signature, its arguments are
-    validated, a sync function runs off the event loop."""
+    validated, a sync function runs off the event loop. ``retry_safe``: a call cut short by its
+    worker's death may run again on the run's next attempt (else ``ToolInterrupted``)."""
 
     name: str
     description: str
     function: Callable[..., Any]
     timeout: float | None = None
+    retry_safe: bool = False
 
     @classmethod
     def from_function(
@@ -42,6 +57,7 @@ class Tool:
         name: str | None = None,
         description: str | None = None,
         timeout: float | None = None,
+        retry_safe: bool = False,
     ) -> Tool:
         tool_name = name or function.__name__
         if timeout is not None and timeout <= 0:
@@ -57,6 +73,7 @@ class Tool:
             description=description or doc.split("\n\n")[0].strip(),
             function=function,
             timeout=timeout,
+            retry_safe=retry_safe,
         )
 
 
@@ -107,7 +124,11 @@ REGISTRY = ToolRegistry()
 def tool(function: F, /) -> F: ...
 @overload
 def tool(
-    *, name: str | None = None, description: str | None = None, timeout: float | None = None
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | None = None,
+    retry_safe: bool = False,
 ) -> Callable[[F], F]: ...
 def tool(
     function: F | None = None,
@@ -116,12 +137,15 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     timeout: float | None = None,
+    retry_safe: bool = False,
 ) -> F | Callable[[F], F]:
     """Register a function as a tool (on this process's ``REGISTRY``); returns it unchanged."""
 
     def decorate(fn: F) -> F:
         registered = REGISTRY.register(
-            Tool.from_function(fn, name=name, description=description, timeout=timeout)
+            Tool.from_function(
+                fn, name=name, description=description, timeout=timeout, retry_safe=retry_safe
+            )
         )
         fn.__celery_agents_tool__ = registered  # type: ignore[attr-defined]
         return fn

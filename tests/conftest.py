@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 import yaml
 
 from celery_agents import Settings, configure
@@ -43,6 +44,9 @@ def celery_agents_manifest(_scripted_model_server: ScriptedModelServer) -> dict[
             "get_metrics": "tests.support.tools:get_metrics",
             "sleepy": "tests.support.tools:sleepy",
             "probe": "tests.support.signals:probe",
+            "charge": "tests.support.tools:charge",
+            "stuck_charge": "tests.support.tools:stuck_charge",
+            "stuck_lookup": "tests.support.tools:stuck_lookup",
         },
         "agents": {
             "analyst": {"model": "scripted:analyst", "system_prompt": "You analyse."},
@@ -53,6 +57,11 @@ def celery_agents_manifest(_scripted_model_server: ScriptedModelServer) -> dict[
             "acme": {"daily_token_budget": 100},
             "small": {"max_concurrent_runs": 2},
             "other": {},
+            # the HTTP API's tenants (tests/test_http_api.py)
+            "northwind": {},
+            "globex": {},
+            "initech": {},
+            "ops": {},
             "teamco": {"daily_token_budget": 600},
             "failing": {"daily_token_budget": 100},
             "racing": {"daily_token_budget": 100},
@@ -66,6 +75,16 @@ def celery_agents_manifest(_scripted_model_server: ScriptedModelServer) -> dict[
             "pipeline": {"mode": "sequential", "members": ["reviewers", "writer"]},
         },
     }
+
+
+@pytest.fixture
+async def redis_client(agents_redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio client of the session's Redis, closed after the test."""
+    client = aioredis.Redis.from_url(agents_redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
@@ -121,7 +140,7 @@ class Stack:
     """A worker and beats of one test's own (own key prefix and queue), so a test can kill
     or double the beat without touching the session's."""
 
-    def __init__(self, redis_url: str, manifest: Path) -> None:
+    def __init__(self, redis_url: str, manifest: Path, env: dict[str, str] | None = None) -> None:
         self.prefix = f"stack-{uuid.uuid4().hex[:8]}"
         self.redis_url = redis_url
         self.manifest = manifest
@@ -129,6 +148,7 @@ class Stack:
             **TEST_WORKER_ENV,
             "CELERY_AGENTS_QUEUE": self.prefix,
             "CELERY_AGENTS_RESULT_TTL": "30",
+            **(env or {}),
         }
         self.processes: list[WorkerProcess] = []
         self.settings = Settings(
@@ -164,13 +184,16 @@ def make_stack(
     tmp: Path,
     *,
     schedules: dict[str, Any] | None = None,
+    agents: dict[str, Any] | None = None,
     beat: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Stack:
-    if schedules:
+    if schedules or agents:
         data = yaml.safe_load(manifest.read_text())
+        data = {**data, "agents": {**data["agents"], **(agents or {})}}
         manifest = tmp / f"schedules-{uuid.uuid4().hex[:6]}.yaml"
-        manifest.write_text(yaml.safe_dump({**data, "schedules": schedules}))
-    made = Stack(redis_url, manifest)
+        manifest.write_text(yaml.safe_dump({**data, "schedules": schedules or {}}))
+    made = Stack(redis_url, manifest, env)
     try:
         made.worker()
         if beat:
@@ -190,12 +213,26 @@ def end_stack(made: Stack) -> None:
 def stack(
     agents_redis_url: str, celery_agents_manifest_path: Path, tmp_path: Path
 ) -> Iterator[Callable[..., Stack]]:
-    """``stack(schedules=...)``: a private worker + beat setup, the facade pointed at it."""
+    """``stack(schedules=..., agents=..., env=...)``: a private worker + beat setup (its
+    manifest with those schedules and more agents, more environment for both), the facade
+    pointed at it."""
     made: list[Stack] = []
 
-    def make(*, schedules: dict[str, Any] | None = None, beat: bool = True) -> Stack:
+    def make(
+        *,
+        schedules: dict[str, Any] | None = None,
+        agents: dict[str, Any] | None = None,
+        beat: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> Stack:
         s = make_stack(
-            agents_redis_url, celery_agents_manifest_path, tmp_path, schedules=schedules, beat=beat
+            agents_redis_url,
+            celery_agents_manifest_path,
+            tmp_path,
+            schedules=schedules,
+            agents=agents,
+            beat=beat,
+            env=env,
         )
         made.append(s)
         configure(s.settings)

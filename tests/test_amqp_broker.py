@@ -14,10 +14,13 @@ from celery_agents import Agent, Job, Settings, Team, TeamRun, configure
 from celery_agents.embedded.worker import start_beat, start_worker
 from celery_agents.testing.plugin import TEST_WORKER_ENV
 from celery_agents.testing.scripted_server import Reply, ScriptedModelServer
-from tests.support.brokers import AMQP_URL, rabbitmq_answers
+from tests.support.brokers import AMQP_URL, need_rabbitmq
 from tests.support.models import Finding
 
-pytestmark = pytest.mark.skipif(not rabbitmq_answers(), reason="no RabbitMQ on 127.0.0.1:5672")
+
+@pytest.fixture(scope="module", autouse=True)
+def _rabbitmq() -> None:  # module scope: before the module's stack starts
+    need_rabbitmq()
 
 
 @pytest.fixture(scope="module")

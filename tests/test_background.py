@@ -14,20 +14,13 @@ import redis
 
 from celery_agents import Agent, BackgroundRun, RunCancelled, RunError, Team, TeamRun, UserError
 from celery_agents.keys import Keys
-from celery_agents.scheduler.entries import FAILURE_LIMIT, Entry
+from celery_agents.scheduler.entries import FAILURE_LIMIT
 from tests.conftest import Stack
+from tests.support.entries import entry
 
 pytestmark = pytest.mark.usefixtures("agents")
 
 StackFactory = Callable[..., Stack]
-
-
-def entry(s: Stack, entry_id: str) -> Entry:
-    client = redis.Redis.from_url(s.redis_url)
-    try:
-        return Entry.from_hash(entry_id, client.hgetall(Keys(s.prefix).background(entry_id)))
-    finally:
-        client.close()
 
 
 async def test_max_count_gives_exactly_that_many_runs(shared_stack: Stack) -> None:
@@ -235,3 +228,18 @@ async def test_a_background_run_with_a_key_is_started_once(shared_stack: Stack) 
     await again.wait()
     assert first.message_count == again.message_count == 2
     assert (entry(shared_stack, first.id).started, entry(shared_stack, first.id).finished) == (2, 2)
+
+
+async def test_readmes_loop_runs_as_written_past_the_entrys_last_run(shared_stack: Stack) -> None:
+    # README's loop: its last pass waits for a message the ended entry never sends.
+    agent = Agent("looped", "test:echo")
+    stats = await agent.run_in_background("check the error rate", max_count=3, interval=0.2)
+    seen: list[int] = []
+    while agent.is_running:
+        seen.append(stats.message_count)
+        await stats.wait_for_messages(stats.message_count + 1, timeout=60)
+    last = await stats.wait()
+    assert stats.message_count == 3 and last.content == "check the error rate"
+    assert seen and seen == sorted(seen)
+    await stats.wait_for_messages(4, timeout=5)  # ended: returns at once, with 3
+    assert stats.message_count == 3

@@ -141,11 +141,11 @@ async def test_task_failure_carries_the_model_error(signal_log: Path) -> None:
     with pytest.raises(ModelError):
         await handle.result()
 
-    def failure() -> dict[str, Any] | None:
-        for record in read_lines(signal_log):
-            if record["task_id"] == run_id and record["signal"] == "task_failure":
-                return record
-        return None
+    def failure() -> dict[str, Any] | None:  # once the last signal (postrun) is in, too
+        records = [r for r in read_lines(signal_log) if r["task_id"] == run_id]
+        if not any(r["signal"] == "task_postrun" for r in records):
+            return None
+        return next((r for r in records if r["signal"] == "task_failure"), None)
 
     record = until(failure)
     assert record is not None, read_lines(signal_log)

@@ -16,6 +16,7 @@ from celery_agents import Agent
 from celery_agents.embedded.worker import WorkerProcess
 from celery_agents.facade.client import get_client
 from celery_agents.keys import Keys
+from celery_agents.messages import ChatMessage
 from tests.conftest import Stack
 from tests.support.events import FlowerFeed
 
@@ -74,7 +75,10 @@ async def test_schedules_list_pause_and_resume(shared_stack: Stack) -> None:
 def test_a_user_mistake_is_one_line_and_a_non_zero_exit(shared_stack: Stack) -> None:
     result = cli("schedules", "show", "no-such-entry", env=shared_stack.processes[0].env)
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: no background run or schedule 'no-such-entry'"
+    assert result.stderr.strip() == (
+        "error: no background run or schedule 'no-such-entry' "
+        "(`celery-agents schedules list` shows them)"
+    )
 
 
 def test_run_stream_prints_tokens(shared_stack: Stack) -> None:
@@ -99,6 +103,20 @@ def test_run_iter_prints_each_member_of_a_team(shared_stack: Stack) -> None:
     assert result.returncode == 0, result.stderr
     assert "[analyst] Be brief.\n\nreview" in result.stdout
     assert "[critic] Be brief.\n\nreview" in result.stdout
+
+
+def test_run_prints_a_teams_answers_under_their_names_or_its_message_as_json(
+    shared_stack: Stack,
+) -> None:
+    env = shared_stack.processes[0].env
+    result = cli("run", "reviewers", "review", "--model", "test:echo", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:3] == ["[analyst]", "Be brief.", ""]
+    assert "[critic]\nBe brief.\n\nreview" in result.stdout
+    result = cli("run", "reviewers", "review", "--model", "test:echo", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    message = ChatMessage.model_validate_json(result.stdout)
+    assert [m.name for m in message.associated_messages] == ["analyst", "critic"]
 
 
 @pytest.mark.parametrize(
@@ -167,3 +185,15 @@ async def test_worker_task_events_flag_turns_task_events_on(
         handle = await Agent("watched", "test:echo").submit("seen")
         assert (await handle.result(timeout=20)).content == "seen"
         feed.wait_for(lambda e: e["type"] == "task-succeeded" and e["uuid"] == handle.run_id)
+
+
+def test_the_demo_uses_only_a_redis_it_was_told_of() -> None:
+    # A named Redis that does not answer is said so at once: never another Redis instead.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"  # nothing listens there
+        env = {**os.environ, "CELERY_AGENTS_REDIS_URL": dead}
+        result = cli("demo", env=env)
+    assert result.returncode == 1, result.stderr
+    assert "CELERY_AGENTS_REDIS_URL=" in result.stderr and "does not answer" in result.stderr
+    assert "started a private Redis" not in result.stderr

@@ -95,17 +95,18 @@ def option_value(argv: list[str], name: str) -> str:
 
 def test_compose_declares_every_service() -> None:
     assert "version" not in COMPOSE
-    assert {"redis", "worker", "beat", "flower", "local-model"} <= set(SERVICES)
+    assert {"redis", "worker", "beat", "flower", "api", "local-model"} <= set(SERVICES)
     assert SERVICES["redis"]["image"].startswith("redis:7")
-    assert {"worker", "beat", "flower", "local-model"} <= set(BUILT)
-    assert CLI_SERVICES == ["beat", "flower", "worker"]
+    assert {"worker", "beat", "flower", "api", "local-model"} <= set(BUILT)
+    assert CLI_SERVICES == ["api", "beat", "flower", "worker"]
+    assert SERVICES["api"]["command"][0] == "serve"
     # All built services share one image, so compose builds it once for all of them.
     assert len({SERVICES[name].get("image") for name in BUILT}) == 1
 
 
 def test_local_model_is_opt_in_and_the_rest_is_not() -> None:
     assert SERVICES["local-model"]["profiles"] == ["local-model"]
-    for name in ("redis", "worker", "beat", "flower"):
+    for name in ("redis", "worker", "beat", "flower", "api"):
         assert "profiles" not in SERVICES[name], name
 
 

@@ -81,3 +81,26 @@ async def test_closing_the_hub_tells_whoever_waits_on_a_watch(hub: EventHub) -> 
         await asyncio.wait_for(waiting, 5)
     with contextlib.suppress(Exception):
         await watch.close()
+
+
+async def test_a_stream_that_starts_over_is_followed_from_its_new_start_and_flagged(
+    server: RedisServer, hub: EventHub
+) -> None:
+    watch = await hub.watch("r3")
+    for word in ("one", "two", "three"):
+        await publish(server.url, "r3", word)
+    seen = [await asyncio.wait_for(watch.next_event(), 10) for _ in range(3)]
+    assert [e.seq for e in seen] == [1, 2, 3] and watch.gap is None
+    first_epoch = seen[0].epoch
+    async with aioredis.Redis.from_url(server.url) as admin:
+        await admin.flushall()  # as a Redis restarted empty: the counter starts over
+    for word in ("four", "five"):
+        await publish(server.url, "r3", word)
+    later = [await asyncio.wait_for(watch.next_event(), 10) for _ in range(2)]
+    assert [(e.seq, e.text) for e in later] == [(1, "four"), (2, "five")]  # type: ignore[attr-defined]
+    assert later[0].epoch not in (None, first_epoch)
+    assert watch.gap is not None and "started over" in watch.gap
+    watch.offer(seen[0].model_copy(update={"seq": 3}))  # a late event of the old epoch
+    await publish(server.url, "r3", "six")
+    after = await asyncio.wait_for(watch.next_event(), 10)  # the old one was dropped
+    assert (after.seq, after.text) == (3, "six")  # type: ignore[attr-defined]

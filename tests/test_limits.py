@@ -18,7 +18,7 @@ from tests.conftest import Stack
 pytestmark = pytest.mark.usefixtures("agents")
 
 
-ARRIVAL_JITTER = 0.25  # seconds between a request's admission and its arrival, at most
+ARRIVAL_JITTER = 0.5  # seconds between a request's admission and its arrival, at most
 
 
 def most_in_any_window(times: list[float], window: float) -> int:

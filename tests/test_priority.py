@@ -11,7 +11,7 @@ from kombu import Connection
 from celery_agents import Agent, RunTimeout, Settings, Team, UserError
 from celery_agents.embedded.worker import WorkerProcess
 from celery_agents.testing.scripted_server import ScriptedModelServer
-from tests.support.brokers import AMQP_URL, rabbitmq_answers
+from tests.support.brokers import AMQP_URL, need_rabbitmq
 
 
 @pytest.fixture(params=["redis", "amqp"])
@@ -21,9 +21,7 @@ def busy_worker(
     private_worker: Callable[..., WorkerProcess],
 ) -> Iterator[None]:
     """A worker of 4 threads on a queue of its own, on either broker."""
-    if request.param == "amqp" and not rabbitmq_answers():
-        pytest.skip("no RabbitMQ on 127.0.0.1:5672")
-    broker = AMQP_URL if request.param == "amqp" else agents_redis_url
+    broker = need_rabbitmq() if request.param == "amqp" else agents_redis_url
     worker = private_worker(concurrency=4, broker=broker)
     yield
     if request.param == "amqp":

@@ -7,9 +7,11 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+import redis.asyncio as aioredis
 
 from celery_agents import Agent, RunCancelled, RunHandle, RunTimeout, Settings, configure
 from celery_agents.embedded.worker import WorkerProcess
+from celery_agents.keys import Keys
 from celery_agents.testing.scripted_server import Hang, Reply, ScriptedModelServer
 
 pytestmark = pytest.mark.usefixtures("agents")
@@ -59,3 +61,20 @@ async def test_a_run_cancelled_while_queued_tells_its_caller(
         await queued.result(timeout=30)  # before: nothing came, and this waited it out
     assert await queued.status() == "cancelled"
     assert (await busy.result(timeout=30)).content == "busy"
+
+
+async def test_a_cancel_whose_control_message_was_lost_still_stops_the_run(
+    agents: Settings,
+    scripted_model: ScriptedModelServer,
+    private_worker: Callable[..., WorkerProcess],
+    redis_client: aioredis.Redis,
+) -> None:
+    private_worker(extra_env={"CELERY_AGENTS_VISIBILITY_TIMEOUT": "3"})  # renews every 0.5 s
+    scripted_model.script(Reply("slow", latency=30))
+    handle = await Agent("c", "scripted:m").submit("x")
+    await asyncio.to_thread(scripted_model.wait_for_requests, 1, 20)
+    # The cancel's key alone, as if its control message went out while the worker was away.
+    await redis_client.set(Keys(agents.key_prefix).run_cancel(handle.run_id), "1", ex=60)
+    with pytest.raises(RunCancelled):
+        await handle.result(timeout=20)
+    assert await handle.status() == "cancelled"

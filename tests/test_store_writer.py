@@ -40,15 +40,6 @@ def entry(
 
 
 @pytest.fixture
-async def redis_client(agents_redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(agents_redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
 def keys() -> Keys:
     return Keys(f"writer-{uuid.uuid4().hex[:8]}")
 

@@ -54,7 +54,7 @@ async def test_a_budget_is_enforced_before_the_model_call(
 
 
 async def test_an_unknown_tenant_is_a_user_error() -> None:
-    known = "acme, failing, other, racing, small, teamco"
+    known = "acme, failing, globex, initech, northwind, ops, other, racing, small, teamco"
     with pytest.raises(UserError, match=f"unknown tenant 'nobody' \\(known: {known}\\)"):
         await Agent("a", "test:echo").run("x", tenant="nobody")
 

@@ -12,6 +12,9 @@ from .settings import Settings
 # so the visibility timeout only measures how long a dead worker's runs wait. Every worker
 # sweeps for such messages this often.
 _RESTORE_SWEEPS_PER_TIMEOUT = 4
+# And at least this often: a dead worker's messages, marked by the live worker that took it
+# over (workers/recovery.py), go back on their queues within seconds.
+RESTORE_EVERY = 2
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -51,7 +54,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "broker_transport_options": {
             "visibility_timeout": visibility,
-            "unacked_restore_interval": max(1, int(visibility / _RESTORE_SWEEPS_PER_TIMEOUT)),
+            "unacked_restore_interval": min(
+                RESTORE_EVERY, max(1, int(visibility / _RESTORE_SWEEPS_PER_TIMEOUT))
+            ),
             "unacked_restore_throttle": 1,
             # Redis: one list per priority, served in priority order (RabbitMQ: x-max-priority).
             "priority_steps": list(range(10)),

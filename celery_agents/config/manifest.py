@@ -5,16 +5,27 @@ A bad file gives a ``ConfigError`` that names the file and the field (``agents.a
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import CeleryAgentsError, ConfigError, UnknownAgentError, UnknownProviderError
 from ..output import OutputSpec
 from ..validation import field_errors
+from .deliver import MAX_TARGETS, DeliverTarget
 from .model_refs import BUILTIN_PROVIDERS, is_builtin_provider, unknown_provider
 from .model_refs import parse_model_ref as parse_model_ref  # its home before model_refs
 
@@ -131,13 +142,45 @@ class TeamSpec(_Strict):
     shared_prompt: str | None = None
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(value: Any) -> Any:
+    """``90``, ``"90s"``, ``"10m"``, ``"2h"`` or ``"1d"``: seconds."""
+    if isinstance(value, str):
+        found = _DURATION.match(value)
+        if found is None:
+            raise ValueError(f"{value!r} is not a duration: give seconds, or e.g. 90s, 10m, 2h, 1d")
+        return float(found.group(1)) * _SECONDS[found.group(2)]
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds), Field(ge=0)]
+
+
+class BudgetSpec(_Strict):
+    tokens_per_day: int = Field(gt=0)
+
+
 class ScheduleSpec(_Strict):
+    """A recurring analysis: what runs, on which grid, and its policies (Temporal's names)."""
+
     agent: str | None = None
     team: str | None = None
     prompt: str = Field(min_length=1)  # a run needs something to answer
-    every: float | None = Field(None, gt=0)
+    every: Annotated[float, BeforeValidator(_seconds), Field(gt=0)] | None = None
     cron: str | None = None
     timezone: str = "UTC"
+    overlap: Literal["skip", "buffer_one", "cancel_other", "allow_all"] = "skip"
+    catchup_window: Seconds | None = None
+    pause_after_failures: int = Field(5, ge=0)
+    jitter: Seconds = 0.0
+    start_at: datetime | None = None  # without a zone: in ``timezone``
+    end_at: datetime | None = None
+    max_count: int | None = Field(None, ge=1)
+    budget: BudgetSpec | None = None
+    deliver: list[DeliverTarget] = Field(default_factory=list, max_length=MAX_TARGETS)
 
     @model_validator(mode="after")
     def _one_target_one_timing(self) -> ScheduleSpec:
@@ -152,7 +195,24 @@ class ScheduleSpec(_Strict):
                 next_fire(parse_cron(self.cron), datetime.now(UTC), self.timezone)
             except CronError as exc:
                 raise ValueError(str(exc)) from None
+        else:
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown timezone {self.timezone!r}") from None
+        start, end = self.epoch(self.start_at), self.epoch(self.end_at)
+        if start is not None and end is not None and end <= start:
+            raise ValueError("end_at must come after start_at")
         return self
+
+    def epoch(self, when: datetime | None) -> float | None:
+        """``start_at`` or ``end_at`` in seconds since the epoch (a naive time is in
+        ``timezone``)."""
+        if when is None:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=ZoneInfo(self.timezone))
+        return when.timestamp()
 
 
 class AgentsManifest(_Strict):

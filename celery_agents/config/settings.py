@@ -51,6 +51,17 @@ class Settings(BaseSettings):
         "2-core host). Off by default, as in Celery: a running Flower turns them on in live "
         "workers within seconds, so runs cost nothing extra while nobody watches",
     )
+    worker_dead_after: float = Field(
+        6.0,
+        ge=2,
+        description="seconds after a worker process last said it lives before a live worker "
+        "takes its runs over (a stalled one that comes back writes nothing of them)",
+    )
+    journal: bool = Field(
+        True,
+        description="journal each model response and tool call of a run, so a run redelivered "
+        "after its worker died replays them instead of calling the model or the tool again",
+    )
     visibility_timeout: float = Field(
         120.0,
         ge=3,
@@ -90,6 +101,16 @@ class Settings(BaseSettings):
         gt=0,
         description="records kept in Redis for the store while its database is away; past "
         "it the oldest are dropped (celery-agents status shows the backlog)",
+    )
+
+    delivery_max_age: float = Field(
+        86400,
+        gt=0,
+        description="seconds a run's outcome is retried on a deliver target that fails (with "
+        "exponential backoff); after it the delivery is failed, to list and retry by hand",
+    )
+    delivery_first_backoff: float = Field(
+        1.0, gt=0, description="seconds before a failed delivery's first retry (then doubling)"
     )
 
     local_base_url: str | None = Field(

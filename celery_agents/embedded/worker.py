@@ -65,7 +65,7 @@ def start_worker(
     ``args``: more options of ``celery-agents worker``, e.g. ``["--task-events"]``.
     """
     hostname = f"worker-{uuid.uuid4().hex[:8]}@%h"
-    env = _env(redis_url, manifest, key_prefix, extra_env, cwd)
+    env = child_env(redis_url, manifest, key_prefix, extra_env, cwd)
     cwd = cwd or Path.cwd()
     log_path = Path(tempfile.mkstemp(prefix="celery-agents-worker-", suffix=".log")[1])
     with log_path.open("wb") as log_file:
@@ -109,7 +109,7 @@ def start_beat(
     wait: bool = True,
 ) -> WorkerProcess:
     """Start ``celery-agents beat``; with ``wait``, return once it holds the lock and ticks."""
-    env = _env(redis_url, manifest, key_prefix, extra_env, cwd)
+    env = child_env(redis_url, manifest, key_prefix, extra_env, cwd)
     log_path = Path(tempfile.mkstemp(prefix="celery-agents-beat-", suffix=".log")[1])
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
@@ -141,7 +141,7 @@ def _wait_beat(beat: WorkerProcess, redis_url: str, keys: Keys, timeout: float) 
         client.close()
 
 
-def _env(
+def child_env(
     redis_url: str,
     manifest: Path | None,
     key_prefix: str,

@@ -92,18 +92,15 @@ class BackgroundStats:
         return self.result
 
     async def wait_for_messages(self, count: int, timeout: float | None = None) -> None:
-        """Wait until ``count`` messages arrived (``TimeoutError`` after ``timeout``)."""
+        """Wait until ``count`` messages arrived, or the entry ended with fewer (its last run,
+        a failure limit, ``cancel()``: ``message_count`` says how many came, ``error`` why it
+        ended); ``TimeoutError`` after ``timeout``."""
 
         async def until_count() -> None:
             async with asyncio.timeout(timeout):
-                while self.message_count < count:
+                while self.message_count < count and not self._ended.is_set():
                     if self._closed is not None:
                         raise self._closed
-                    if self._ended.is_set():
-                        raise UserError(
-                            f"background run {self.name!r} ended after "
-                            f"{self.message_count} messages"
-                        )
                     self._changed.clear()
                     await self._changed.wait()
 
@@ -266,11 +263,11 @@ async def _cancel(entry_id: str) -> RunCancelled | None:
     outcome = await Entries(client.redis, client.keys).cancel(entry_id, client.settings.result_ttl)
     if outcome is None:
         raise UserError(f"no background run {entry_id!r}")
-    state, inflight = (as_text(v) for v in outcome)
+    state, *inflight = (as_text(v) for v in outcome)
     if state not in ("active", "paused"):
         return None  # it had ended already
-    if inflight:
-        await client.cancel_run(inflight)
+    for run_id in inflight:
+        await client.cancel_run(run_id)
     error = RunCancelled(f"background run {entry_id} was cancelled", entry=entry_id)
     await client.publisher.publish(RunFailed(run_id=entry_id, error=error.to_json()))
     return error

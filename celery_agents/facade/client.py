@@ -21,11 +21,12 @@ from redis.commands.core import AsyncScript
 
 from ..config.manifest import AgentsManifest
 from ..config.settings import Settings
-from ..errors import ConfigError, UserError
+from ..errors import ClientClosed, ConfigError, UserError
 from ..history import ConversationStore
 from ..keys import Keys
 from ..messages import ChatMessage
 from ..redis_pool import async_redis
+from ..runstate import RunRecord
 from ..store.database import RunStore
 from ..store.queries import as_turns, conversation_turns, forget_conversation
 from ..store.url import store_url
@@ -43,12 +44,18 @@ CLAIM_TTL = 60  # seconds an idempotency claim lives before its run is queued
 CLIENT_CONNECTIONS = 32  # the facade's Redis pool, at most (its pub/sub has its own)
 CLIENT_NAME = "celery-agents-client"  # how the facade's connections show in CLIENT LIST
 
-# KEYS: the run's record. ARGV: now, record ttl. The record says "queued" unless a worker
-# already wrote more (the send may race the run's start).
+# KEYS: the run's record, the recent runs. ARGV: now, record ttl, name, tenant ('' for
+# none), run id. The record says "queued" unless a worker already wrote more (the send may
+# race the run's start); the recent runs keep the ones whose records Redis still keeps.
 _ENQUEUE = """
 redis.call('HSETNX', KEYS[1], 'state', 'queued')
 redis.call('HSETNX', KEYS[1], 'queued_at', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'name', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSETNX', KEYS[1], 'tenant', ARGV[4]) end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (ARGV[1] - ARGV[2]))
+redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
 """
 SENDING_THREADS = 4  # Celery's producer blocks: sends go through these, off the I/O loop
@@ -74,12 +81,15 @@ class AgentsClient:
         self._sender: concurrent.futures.ThreadPoolExecutor | None = None
         self._store: RunStore | None = None
         self._store_opening = asyncio.Lock()
+        self._closed = False
 
     # Everything below runs on the I/O loop.
 
     @property
     def redis(self) -> aioredis.Redis:
         if self._redis is None:
+            if self._closed:  # a task left over from before: it must not open a pool no one closes
+                raise ClientClosed("the facade was shut down or configured again")
             # A client's commands are short (records, replay reads): a few connections serve
             # a thousand runs in flight, and each one held costs ~18 KB.
             self._redis = async_redis(
@@ -131,7 +141,7 @@ class AgentsClient:
                 SENDING_THREADS, thread_name_prefix="celery-agents-send"
             )
         loop = asyncio.get_running_loop()
-        recording = asyncio.ensure_future(self._record_queued(payload.run_id))
+        recording = asyncio.ensure_future(self._record_queued(payload))
         try:
             await loop.run_in_executor(self._sender, self.send, payload)
         except BaseException:
@@ -142,12 +152,35 @@ class AgentsClient:
         except Exception as exc:  # the task is sent: the worker's claim records the run
             log.warning("run %s was sent but not recorded as queued: %s", payload.run_id, exc)
 
-    async def _record_queued(self, run_id: str) -> None:
+    async def _record_queued(self, payload: RunPayload | TreePayload) -> None:
         if self._enqueue is None:
             self._enqueue = self.redis.register_script(_ENQUEUE)
+        name = payload.agent.name if isinstance(payload, RunPayload) else payload.node.name
         await self._enqueue(
-            keys=[self.keys.run_state(run_id)], args=[time.time(), self.settings.result_ttl]
+            keys=[self.keys.run_state(payload.run_id), self.keys.recent_runs()],
+            args=[
+                time.time(),
+                self.settings.result_ttl,
+                name,
+                payload.tenant or "",
+                payload.run_id,
+            ],
         )
+
+    async def recent(self, limit: int) -> list[RunRecord]:
+        """The records of the newest ``limit`` runs clients queued (newest first), while
+        Redis keeps them."""
+        ids = [
+            as_text(r) for r in await self.redis.zrevrange(self.keys.recent_runs(), 0, limit - 1)
+        ]
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in ids:
+                pipe.hgetall(self.keys.run_state(run_id))
+            raws = await pipe.execute()
+        records = [RunRecord.from_hash(run_id, raw) for run_id, raw in zip(ids, raws, strict=True)]
+        return [r for r in records if r.state != "unknown"]
 
     async def start(self, payload: RunPayload | TreePayload) -> RunWatch:
         """Subscribe to the run's channel, then send its task: no event can be missed."""
@@ -229,6 +262,7 @@ class AgentsClient:
         return self._store
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._store is not None:
             await self._store.aclose()
             self._store = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import cast
 
+from ..errors import StreamGap
 from ..events import Event, RunDone, RunFailed, RunStarted
 from ..messages import ChatMessage
 from ..runstate import RunRecord, RunStatus, final_state
@@ -56,13 +57,19 @@ class RunHandle:
     async def events(
         self, from_seq: int = 1, *, timeout: float | None = None
     ) -> AsyncIterator[Event]:
-        """The run's events from ``from_seq`` on, replayed then live, up to the terminal one."""
+        """The run's events from ``from_seq`` on, replayed then live, up to the terminal one;
+        ``StreamGap`` after it if some were lost on the way (Redis lost the run's keys)."""
         watch = await on_io(get_client().watch(self.run_id, from_seq))
         try:
             async for event in iterate_on_io(follow(watch, self._wait_for(timeout))):
                 yield event
         finally:  # also when left before the first event (follow() then never started)
             await on_io(watch.close())
+        if watch.gap is not None:
+            raise StreamGap(
+                f"run {self.run_id}: {watch.gap}; the events above are not all of them",
+                run_id=self.run_id,
+            )
 
     async def cancel(self) -> None:
         """Cancel the run: it will not start, or stops at its next await if it runs."""
@@ -95,6 +102,12 @@ class RunHandle:
             return status
 
         return await on_io(read())
+
+
+async def recent_runs(limit: int = 200) -> list[RunRecord]:
+    """The records of the newest ``limit`` runs clients queued, newest first, while Redis
+    keeps them (``result_ttl``): what runs now, and what ended lately."""
+    return await on_io(get_client().recent(limit))
 
 
 def _from_events(events: list[Event]) -> RunStatus:

@@ -2,6 +2,7 @@
 
 manifest = AgentsManifest.from_yaml("agents.yaml")
 reviewers = team_from_manifest(manifest, "reviewers")
+either = named(manifest, "reviewers")  # an agent or a team, whichever the name is
 """
 
 from __future__ import annotations
@@ -34,3 +35,16 @@ def team_from_manifest(manifest: AgentsManifest, name: str) -> Team | TeamRun:
         return kind(members, name=team_name, shared_prompt=spec.shared_prompt)
 
     return build(name, ())
+
+
+def named(manifest: AgentsManifest, name: str) -> Agent | Team | TeamRun:
+    """The agent, Team or TeamRun the manifest declares under ``name``."""
+    if name in manifest.agents:
+        return Agent.from_manifest(manifest, name)
+    if name in manifest.teams:
+        return team_from_manifest(manifest, name)
+    known = ", ".join(sorted({*manifest.agents, *manifest.teams})) or "none"
+    raise UnknownAgentError(
+        f"no agent or team {name!r} in {manifest.source or 'the manifest'} (known: {known})",
+        agent=name,
+    )

@@ -8,11 +8,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TypedDict
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from ..config.deliver import DeliverTarget, FileTarget, WebhookTarget, parse_deliver
 from ..errors import UserError
 from ..tasks.wire import DEFAULT_PRIORITY, Route
 from ..validation import field_errors
@@ -29,6 +30,7 @@ class RunKwargs(TypedDict, total=False):
     queue: str | None
     priority: int
     idempotency_key: str | None
+    deliver: Sequence[Mapping[str, object] | WebhookTarget | FileTarget] | None
 
 
 class RunOptions(BaseModel):
@@ -42,6 +44,9 @@ class RunOptions(BaseModel):
     - ``queue`` / ``priority``: where the run's tasks go; priority 0 (bulk) to 9 (most urgent).
     - ``idempotency_key``: a second call with the same key (from any process, while the first
       run's result is kept) follows the first run instead of starting another.
+    - ``deliver``: where the run's outcome goes once it ended, e.g. ``[{"webhook": URL,
+      "secret_env": "HOOK_SECRET"}, {"file": "out.jsonl"}]`` (``config/deliver.py``); for
+      ``run_in_background``, each run's.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -54,6 +59,18 @@ class RunOptions(BaseModel):
     queue: str | None = None
     priority: int = DEFAULT_PRIORITY
     idempotency_key: str | None = None
+    # Spelled as callers pass it; held as the parsed targets (``targets``).
+    deliver: Sequence[Mapping[str, object] | WebhookTarget | FileTarget] | None = None
+
+    @field_validator("deliver", mode="before")
+    @classmethod
+    def _targets(cls, value: object) -> tuple[DeliverTarget, ...]:
+        return tuple(parse_deliver(value))  # type: ignore[arg-type]  # it says what is wrong
+
+    @property
+    def targets(self) -> list[DeliverTarget]:
+        """Where the run's outcome goes (parsed: each a ``WebhookTarget`` or ``FileTarget``)."""
+        return parse_deliver(self.deliver)
 
     @classmethod
     def of(cls, options: Mapping[str, object]) -> RunOptions:

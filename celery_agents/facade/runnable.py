@@ -198,6 +198,7 @@ class Runnable(BackgroundMixin):
             "tenant": options.tenant,
             "route": options.route(),
             "queued_at": time.time(),
+            "deliver": options.targets,
         }
         if isinstance(node, AgentNode):
             resume = options.conversation_id is not None or self.resumes

@@ -12,8 +12,16 @@ from typing import TypeVar
 
 from ..errors import ConfigError, UserError, error_from_json
 from ..messages import ChatMessage
+from ..scheduler.entries import MANIFEST_PREFIX, Entries, pick
 from ..store.database import RunStore
-from ..store.queries import StoredRun, UsageRow, get_run, list_runs, usage_of
+from ..store.queries import (
+    StoredRun,
+    UsageRow,
+    get_run,
+    list_runs,
+    schedules_named,
+    usage_of,
+)
 from .bridge import on_io
 from .client import get_client
 
@@ -36,7 +44,7 @@ async def runs(
     """The runs that ended in ``[since, until)`` (a datetime, or a timedelta back from now),
     newest first, at most ``limit``."""
     window = _when(since), _when(until)
-    return await _read(
+    return await with_store(
         lambda store: list_runs(
             store,
             agent=agent,
@@ -52,9 +60,31 @@ async def runs(
     )
 
 
+async def schedule_history(name: str, *, limit: int = 20) -> list[StoredRun]:
+    """Each fire of a schedule or background entry, newest first, at most ``limit``: when it
+    ended, its state, answer, tokens and cost. ``name`` is what ``schedules list`` prints (or
+    the entry's id); an entry that has ended and left Redis is found in the store the same
+    way."""
+
+    async def go() -> list[StoredRun]:
+        client = get_client()
+        store = await client.run_store()
+        found = await Entries(client.redis, client.keys).resolve(name)
+        if found:
+            return await list_runs(store, schedule=pick(name, found), limit=limit)
+        for entry_id in (name, f"{MANIFEST_PREFIX}{name}"):
+            if fires := await list_runs(store, schedule=entry_id, limit=limit):
+                return fires
+        # An ended background entry, by its agent's (or Team's) name.
+        entry_id = pick(name, await schedules_named(store, name))
+        return await list_runs(store, schedule=entry_id, limit=limit)
+
+    return await on_io(go())
+
+
 async def run(run_id: str) -> StoredRun | None:
     """One run's record, prompt and final message (None: the store never heard of it)."""
-    return await _read(lambda store: get_run(store, run_id))
+    return await with_store(lambda store: get_run(store, run_id))
 
 
 async def usage(
@@ -67,14 +97,16 @@ async def usage(
     """Runs, errors, tokens, requests and cost of agent runs, grouped by any of ``tenant``,
     ``agent``, ``model`` and ``day`` (UTC)."""
     window = _when(since), _when(until)
-    return await _read(
+    return await with_store(
         lambda store: usage_of(
             store, group_by=group_by, since=window[0], until=window[1], tenant=tenant
         )
     )
 
 
-async def _read(query: Callable[[RunStore], Awaitable[T]]) -> T:
+async def with_store(query: Callable[[RunStore], Awaitable[T]]) -> T:
+    """``query`` run on the facade's store (opened on first use; ``ConfigError`` when off)."""
+
     async def go() -> T:
         return await query(await get_client().run_store())
 

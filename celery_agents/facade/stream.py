@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
-from ..errors import UserError
+from ..errors import StreamGap, UserError
 from ..events import Event, RunState, TextDelta
 from ..messages import ChatMessage
 from ..streaming.hub import RunWatch
@@ -89,6 +89,18 @@ class RunStream:
                 yield TextChunk(event.text, event.member or self.name, tuple(event.position or ()))
         if self._state.error is not None:
             raise self._state.error
+        if self.gap is not None:
+            raise StreamGap(
+                f"run {self.run_id}: {self.gap}: the streamed text is not the whole answer; "
+                "the final message is (get_message())",
+                result=self._state.message,
+                run_id=self.run_id,
+            )
+
+    @property
+    def gap(self) -> str | None:
+        """Why events of this stream were lost on the way, or None: it was whole."""
+        return self._watch.gap if self._watch is not None else None
 
     async def get_message(self) -> ChatMessage:
         """Wait for the end of the run and return its final message."""

@@ -53,6 +53,7 @@ from ..errors import ModelError, OutputValidationError, ToolError
 from ..messages import ToolCallInfo, Usage
 from ..output import OutputSpec
 from ..validation import field_errors
+from .journal import JournaledModel, JournaledTools, RunJournal
 from .toolset import toolset_of
 
 
@@ -97,14 +98,21 @@ async def run_agent(
     max_turns: int = 10,
     max_tool_errors: int = 3,
     result: LoopResult | None = None,
+    journal: RunJournal | None = None,
 ) -> LoopResult:
     """Run ``model`` on ``prompt`` after ``history`` until it answers.
 
     ``result`` (given by the caller) is filled as the run goes: what the model calls used is
-    there even when the run fails after them. ``tools`` are our registered ``Tool``s.
+    there even when the run fails after them. ``tools`` are our registered ``Tool``s. With a
+    ``journal`` that has a writer, each step is journaled, and what it found is replayed.
     """
     result = result if result is not None else LoopResult(text="")
     events = _Events(emit, result)
+    toolset = toolset_of(tools, max_tool_errors - 1) if tools else None
+    if journal is not None:  # its steps are counted (and journaled, with a writer)
+        model = JournaledModel(model, journal)
+        if toolset is not None:
+            toolset = JournaledTools(toolset, journal)
     with capture_run_messages() as messages:
         try:
             run = await _AGENT.run(
@@ -113,7 +121,7 @@ async def run_agent(
                 message_history=[_message(turn) for turn in history],
                 instructions=instructions or None,
                 output_type=_output_type(output, output_mode) if output is not None else str,
-                toolsets=[toolset_of(tools, max_tool_errors - 1)] if tools else None,
+                toolsets=[toolset] if toolset is not None else None,
                 model_settings=settings,
                 usage_limits=UsageLimits(request_limit=max_turns),
                 event_stream_handler=events.handle,

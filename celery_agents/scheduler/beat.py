@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import sys
 import time
 import uuid
@@ -31,13 +32,18 @@ from ..errors import CeleryAgentsError, RunError
 from ..events import MemberFailed
 from ..keys import Keys
 from ..store.database import check_store
+from ..store.entry import RunEntry
+from ..store.handoff import StoreHandoff
+from ..store.url import store_url
 from ..streaming.publisher import SyncEventPublisher
 from ..tasks.app import create_client_app
+from ..tasks.names import RUN_AGENT
 from ..tasks.wire import Route
 from ..text import as_text
 from . import scripts
 from .entries import Entries, Entry, end_event, ttl_until
 from .manifest_schedules import sync_manifest_schedules
+from .policy import day_of, plan_fire
 
 log = logging.getLogger("celery_agents.beat")
 
@@ -67,6 +73,7 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
             log_cap=self.settings.replay_max_events,
             ttl=self.settings.result_ttl,
         )
+        self.handoff: StoreHandoff | None = None  # once the store is known to open
         super().__init__(*args, **kwargs)
 
     def setup_schedule(self) -> None:
@@ -83,6 +90,14 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
             sys.stderr.write(f"celery-agents beat: {exc}\n")
             sys.stderr.flush()
             raise SystemExit(1) from None
+        url = store_url(self.settings.store_url)
+        if url is not None:
+            self.handoff = StoreHandoff(
+                self.keys,
+                url,
+                content=self.settings.store_content,
+                cap=self.settings.store_backlog_max,
+            )
         if manifest is not None:
             sync_manifest_schedules(self.entries, manifest, self.settings, time.time())
 
@@ -120,31 +135,118 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
         entry = Entry.from_hash(entry_id, self.redis.hgetall(self.keys.background(entry_id)))
         run_id = uuid.uuid4().hex
         ttl = ttl_until(now, now, entry.timeout, self.settings.result_ttl)
-        number = self.entries.claim(entry_id, now, run_id, ttl)
-        if number is None:
+        if entry.policy is None:
+            number = self.entries.claim(entry_id, now, run_id, ttl)
+            if number is not None:
+                self._send(entry, run_id, int(number), now)
             return
-        payload = entry.run_payload(run_id, int(number))
+        self._fire_on_grid(entry, run_id, now, ttl)
+
+    def _fire_on_grid(self, entry: Entry, run_id: str, now: float, ttl: int) -> None:
+        """A schedule's due fire, by its policy: fired, skipped, buffered, or missed."""
+        policy = entry.policy
+        assert policy is not None
+        extra = entry.extra > 0
+        plan = None
+        if not extra and entry.nominal is not None:
+            plan = plan_fire(
+                entry.grid,
+                entry.nominal,
+                now,
+                catchup_window=policy.catchup_window,
+                end_at=policy.end_at,
+            )
+        following = plan.next_nominal if plan is not None else None
+        score = None if following is None else following + random.uniform(0, policy.jitter)
+        over_budget = self._over_budget(entry, now)
+        reply = self.entries.fire(
+            entry.id,
+            now,
+            run_id,
+            ttl,
+            extra=extra or entry.nominal is None,
+            plan=plan,
+            next_score=score,
+            skip=over_budget,
+            ttl_end=self.settings.result_ttl,
+        )
+        outcome, *rest = (as_text(v) for v in reply)
+        if plan is not None and plan.missed:
+            log.info("entry %s: %d fire(s) missed while no beat ran", entry.id, plan.missed)
+        if outcome == "fired":
+            number, *cancelled = rest
+            for other in cancelled:  # overlap: cancel_other
+                log.info("entry %s: cancelling run %s for the next one", entry.id, other)
+                self.redis.set(self.keys.run_cancel(other), "1", ex=self.settings.result_ttl)
+                self.redis.publish(self.keys.control_channel(), f"cancel {other}")
+            self._send(entry, run_id, int(number), now)
+        elif outcome == "budget":
+            self._record_skip(entry, now, over_budget)
+        elif outcome == "ended":
+            self._publish_end(entry.id)
+        elif outcome in ("skipped", "buffered"):
+            log.info("entry %s: a run is in flight; this fire is %s", entry.id, outcome)
+
+    def _over_budget(self, entry: Entry, now: float) -> str:
+        """Why the next fire would exceed the schedule's daily token budget ('' if it would
+        not): today's tokens plus what its last run used."""
+        budget = entry.policy.tokens_per_day if entry.policy is not None else None
+        if budget is None:
+            return ""
+        used = entry.day_tokens if entry.day == day_of(now, entry.timezone) else 0
+        if used + entry.last_tokens <= budget and used < budget:
+            return ""
+        return (
+            f"budget: {used} of {budget} tokens used today, and a run takes about "
+            f"{entry.last_tokens}"
+        )
+
+    def _record_skip(self, entry: Entry, now: float, reason: str) -> None:
+        """A fire skipped for its budget goes into the run store, as a run that never ran."""
+        log.warning("entry %s: fire skipped (%s)", entry.id, reason)
+        if self.handoff is None:
+            return
+        skipped = RunEntry(
+            run_id=uuid.uuid4().hex,
+            kind="agent" if entry.task == RUN_AGENT else "team",
+            name=entry.name,
+            schedule=entry.id,
+            tenant=entry.payload.get("tenant"),
+            state="skipped",
+            attempt=0,
+            worker="beat",
+            error_type="BudgetExceeded",
+            error_message=f"fire skipped: {reason}",
+            queued_at=now,
+            ended_at=now,
+            prompt=entry.payload.get("prompt"),
+        )
+        with self.redis.pipeline(transaction=False) as pipe:
+            self.handoff.queue(pipe, skipped)
+            pipe.execute()
+
+    def _send(self, entry: Entry, run_id: str, number: int, now: float) -> None:
+        payload = entry.run_payload(run_id, number)
         try:
             self.sender.send_task(
                 entry.task,
                 kwargs={"payload": payload},
                 task_id=run_id,
                 kwargsrepr=json.dumps(
-                    {
-                        "background": entry.name,
-                        "entry": entry_id,
-                        "run": int(number),
-                        "run_id": run_id,
-                    }
+                    {"background": entry.name, "entry": entry.id, "run": number, "run_id": run_id}
                 ),
                 argsrepr="()",
                 **Route.model_validate(payload.get("route") or {}).options(self.settings.broker),
             )
         except Exception as exc:  # the broker refused: give the run back, try again soon
             log.warning("could not send run %s of %s: %s", number, entry.name, exc)
-            self.entries.unclaim(entry_id, run_id, now + 1.0)
+            self.entries.unclaim(entry.id, run_id, now + 1.0)
             return
-        log.info("fired entry=%s name=%s run=%s run_id=%s", entry_id, entry.name, number, run_id)
+        log.info("fired entry=%s name=%s run=%s run_id=%s", entry.id, entry.name, number, run_id)
+
+    def _publish_end(self, entry_id: str) -> None:
+        ended = Entry.from_hash(entry_id, self.redis.hgetall(self.keys.background(entry_id)))
+        self.publisher.publish(end_event(ended))
 
     def _count_lost_runs(self, now: float) -> None:
         """A run in flight far past its timeout (a Team's or TeamRun's members share it) lost
@@ -155,11 +257,9 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
 
     def _check_lost(self, entry_id: str, now: float) -> None:
         entry = Entry.from_hash(entry_id, self.redis.hgetall(self.keys.background(entry_id)))
-        if not entry.inflight or entry.inflight_since is None:
-            return
-        if now - entry.inflight_since < entry.timeout + LOST_GRACE:
-            return
-        self._count_lost(entry, entry.inflight, now)
+        for raw_run, since in self.entries.running(entry_id):
+            if now - float(since) >= entry.timeout + LOST_GRACE:
+                self._count_lost(entry, as_text(raw_run), now)
 
     def _guarded(self, step: Callable[[str, float], None], entry_id: str, now: float) -> bool:
         """``step(entry_id, now)``; False (named in the log) for an entry it fails on, a
@@ -185,6 +285,9 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
                 due,
                 ttl_until(due, now, entry.timeout, self.settings.result_ttl),
                 self.settings.result_ttl,
+                now=now,
+                day=day_of(now, entry.timezone),
+                reason=f"RunError: {error.message}",
             )
         )
         if outcome in ("stale", "dup"):
@@ -196,8 +299,7 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
         )
         self.publisher.publish_to([(entry.id, lost)])
         if outcome == "end":
-            ended = Entry.from_hash(entry.id, self.redis.hgetall(self.keys.background(entry.id)))
-            self.publisher.publish(end_event(ended))
+            self._publish_end(entry.id)
 
     def close(self) -> None:
         """Let go of the lock at once, so another beat takes over without waiting."""

@@ -1,8 +1,9 @@
 """The manifest's ``schedules:`` as background entries: recurring analyses without a client.
 
 Entry ids are ``schedule:<name>``. At beat start an entry whose definition changed (or that
-ended) is made anew; one that is unchanged keeps its counters and its due time; one whose
-schedule left the manifest is cancelled.
+ended) is made anew; one that is unchanged keeps its counters, pause state and due time (its
+keys never expire); one whose schedule left the manifest is cancelled. One removed by hand
+(``schedules remove``) stays removed until its manifest entry changes.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from ..tasks.names import RUN_AGENT, RUN_TEAM
 from ..tasks.payload import RunPayload
 from ..tasks.tree import AgentNode, ChainNode, TeamNode, TreePayload
 from ..text import as_text
-from .entries import Entries, Entry, EntryTemplate, due_after, ttl_until
+from .entries import MANIFEST_PREFIX, Entries, Entry, EntryTemplate, ttl_until
+from .policy import Grid, Policy
 
 log = logging.getLogger("celery_agents.beat")
-PREFIX = "schedule:"
+PREFIX = MANIFEST_PREFIX
 
 
 def template_for(
@@ -36,6 +38,7 @@ def template_for(
             conversation_id=f"{PREFIX}{name}",
             store_history=False,
             timeout=timeout,
+            deliver=spec.deliver,
         ).model_dump(mode="json")
     else:
         task = RUN_TEAM
@@ -45,7 +48,17 @@ def template_for(
             prompt=spec.prompt,
             store_history=False,
             timeout=timeout,
+            deliver=spec.deliver,
         ).model_dump(mode="json")
+    policy = Policy(
+        overlap=spec.overlap,
+        catchup_window=spec.catchup_window,
+        pause_after_failures=spec.pause_after_failures,
+        jitter=spec.jitter,
+        start_at=spec.epoch(spec.start_at),
+        end_at=spec.epoch(spec.end_at),
+        tokens_per_day=spec.budget.tokens_per_day if spec.budget else None,
+    )
     return EntryTemplate(
         name=name,
         task=task,
@@ -53,7 +66,10 @@ def template_for(
         interval=spec.every,
         cron=spec.cron,
         timezone=spec.timezone,
+        max_count=spec.max_count,
         timeout=timeout,
+        policy=policy,
+        persist=True,
     )
 
 
@@ -65,31 +81,30 @@ def sync_manifest_schedules(
         for name, spec in manifest.schedules.items()
     }
     keep = settings.result_ttl
+    client, keys = entries.client, entries.keys
+    removed = {as_text(k): as_text(v) for k, v in client.hgetall(keys.schedules_removed()).items()}
     for entry_id, template in wanted.items():
-        current = Entry.from_hash(entry_id, entries.read(entry_id))
-        if current.state in ("active", "paused") and _same(current, template):
+        fingerprint = template.fingerprint()
+        if removed.get(entry_id) == fingerprint:
+            log.info("schedule %s was removed by hand: it stays removed", entry_id)
             continue
-        entries.client.delete(entries.keys.background(entry_id))
-        due = (
-            now if template.cron is None else due_after(None, template.cron, template.timezone, now)
-        )
+        if entry_id in removed:  # its manifest entry changed since: it is back
+            client.hdel(keys.schedules_removed(), entry_id)
+        current = Entry.from_hash(entry_id, entries.read(entry_id))
+        if current.state in ("active", "paused") and current.fingerprint == fingerprint:
+            continue
+        client.delete(keys.background(entry_id))
+        policy = template.policy or Policy()
+        due = Grid(template.interval, template.cron, template.timezone).first(now, policy.start_at)
         entries.create(entry_id, template, due, ttl_until(due, now, template.timeout, keep))
         log.info("schedule %s: first run due in %.0fs", entry_id, due - now)
-    for raw_id in entries.client.smembers(entries.keys.background_index()):
+    for entry_id in removed.keys() - wanted.keys():  # left the manifest: so did its removal
+        client.hdel(keys.schedules_removed(), entry_id)
+    for raw_id in client.smembers(keys.background_index()):
         entry_id = as_text(raw_id)
         if entry_id.startswith(PREFIX) and entry_id not in wanted:
-            entries.cancel(entry_id, keep)
+            entries.cancel(entry_id, keep, remember=False)
             log.info("schedule %s left the manifest: cancelled", entry_id)
-
-
-def _same(entry: Entry, template: EntryTemplate) -> bool:
-    return (entry.task, entry.payload, entry.interval, entry.cron, entry.timezone) == (
-        template.task,
-        template.payload,
-        template.interval,
-        template.cron,
-        template.timezone,
-    )
 
 
 def _team_node(manifest: AgentsManifest, team: str, schedule: str) -> TeamNode | ChainNode:

@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict
 from ..messages import ChatMessage
 
 RunKind = Literal["agent", "team", "teamrun"]
-EndState = Literal["succeeded", "failed", "cancelled", "timed_out"]
+# A schedule's fire skipped for its budget is recorded too, as a run that never ran.
+EndState = Literal["succeeded", "failed", "cancelled", "timed_out", "skipped"]
 
 
 class RunEntry(BaseModel):

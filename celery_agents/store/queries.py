@@ -113,6 +113,21 @@ async def list_runs(
     return [StoredRun.model_validate(dict(row)) for row in rows]
 
 
+async def schedules_named(store: RunStore, name: str, *, limit: int = 10) -> list[str]:
+    """The ids of the schedules and background entries whose fires were named ``name`` (an
+    agent's, Team's or TeamRun's name), the most recently fired first."""
+    last = sa.func.max(table.c.ended_at)
+    query = (
+        sa.select(table.c.schedule)
+        .where(table.c.name == name, table.c.schedule.is_not(None), table.c.parent_id.is_(None))
+        .group_by(table.c.schedule)
+        .order_by(last.desc())
+        .limit(limit)
+    )
+    async with store.engine.connect() as connection:
+        return [row[0] for row in (await connection.execute(query)).all()]
+
+
 async def get_run(store: RunStore, run_id: str) -> StoredRun | None:
     query = sa.select(table).where(table.c.run_id == run_id)
     async with store.engine.connect() as connection:
@@ -128,7 +143,8 @@ async def usage_of(
     until: dt.datetime | None = None,
     tenant: str | None = None,
 ) -> list[UsageRow]:
-    """Tokens, requests and cost of the agent runs (a Team's are its members'), grouped."""
+    """Tokens, requests and cost of the agent runs (a Team's are its members'), grouped; a
+    schedule's skipped fires are no runs."""
     unknown = [g for g in group_by if g not in GROUPS]
     if unknown:
         raise UserError(
@@ -150,7 +166,8 @@ async def usage_of(
         sa.func.sum(table.c.requests).label("requests"),
         sa.func.sum(table.c.cost).label("cost"),
     ]
-    query = sa.select(*chosen, *totals).where(table.c.kind == "agent")
+    ran = sa.and_(table.c.kind == "agent", table.c.state != "skipped")  # skipped: never ran
+    query = sa.select(*chosen, *totals).where(ran)
     if tenant is not None:
         query = query.where(table.c.tenant == tenant)
     query = _window(query, since, until)

@@ -39,3 +39,15 @@ runs = sa.Table(
     sa.Index("ix_runs_tenant_ended_at", "tenant", "ended_at"),
     sa.Index("ix_runs_schedule_ended_at", "schedule", "ended_at"),
 )
+
+# API keys (revision 0003): only a key's SHA-256 is kept (store/keys.py).
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("tenant", sa.String(128), nullable=False),
+    sa.Column("admin", sa.Boolean, nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)

@@ -45,10 +45,22 @@ class RunWatch:
         self._early: dict[int, Event] = {}
         self._filling = False
         self._abandoned: BaseException | None = None
+        # The epoch the seq numbers count in, and the epochs left behind: events were lost
+        # (``gap`` says why) when the stream started over, or the log no longer had them.
+        self.epoch: str | None = None
+        self._retired: set[str] = set()
+        self.gap: str | None = None
 
     def offer(self, event: Event) -> None:
         """Take an event from pub/sub or the log; out-of-order ones wait for the gap to fill."""
-        if self.finished or event.seq < self.next_seq:
+        if self.finished or (event.epoch is not None and event.epoch in self._retired):
+            return
+        if event.epoch is not None and event.epoch != self.epoch:
+            if self.epoch is None:
+                self.epoch = event.epoch
+            else:
+                self.restart(event.epoch)
+        if event.seq < self.next_seq:
             return
         if event.seq > self.next_seq:
             self._early[event.seq] = event
@@ -57,6 +69,18 @@ class RunWatch:
         self._deliver(event)
         while self.next_seq in self._early:
             self._deliver(self._early.pop(self.next_seq))
+
+    def restart(self, epoch: str) -> None:
+        """The run's stream started over in ``epoch`` (Redis lost its keys): what was not
+        delivered of the old one is gone; the new one counts from 1."""
+        if self.epoch is not None:
+            self._retired.add(self.epoch)
+        self.epoch = epoch
+        self._early = {s: e for s, e in self._early.items() if e.epoch == epoch}
+        self.next_seq = 1
+        self.gap = self.gap or "the run's stream started over (Redis lost its keys)"
+        log.warning("run %s: its stream started over; events in between are lost", self.run_id)
+        self._hub.request_fill(self)
 
     def _deliver(self, event: Event) -> None:
         self.next_seq = event.seq + 1
@@ -69,7 +93,7 @@ class RunWatch:
 
     async def fill(self) -> None:
         """Read what pub/sub has not delivered from the replay log."""
-        if self._filling or self.finished:
+        if self._filling or self.finished or self._hub.closed:
             return
         self._filling = True
         try:
@@ -87,6 +111,7 @@ class RunWatch:
                     self.next_seq,
                     first - 1,
                 )
+                self.gap = self.gap or f"events {self.next_seq}..{first - 1} were lost"
                 self.next_seq = first
                 self.offer(self._early.pop(first))
         finally:
@@ -140,13 +165,20 @@ class EventHub:
         self._leaving: set[str] = set()
         self._unsubscribing: asyncio.Task[None] | None = None
         self._started = False
+        self._closed = False
         self._start_lock = asyncio.Lock()
         self._connected = asyncio.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     async def start(self) -> None:
         async with self._start_lock:
             if self._started:
                 return
+            if self._closed:  # a watch begun after close() would hold a connection no one closes
+                raise ClientClosed("the facade was shut down or configured again")
             await self._connect()
             self._tasks = [
                 asyncio.create_task(self._read_loop(), name="celery-agents-hub-reader"),
@@ -330,15 +362,21 @@ class EventHub:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for watch in watches:
                         pipe.get(self.keys.run_seq(watch.run_id))
-                    counters = await pipe.execute()
+                        pipe.get(self.keys.run_epoch(watch.run_id))
+                    replies = await pipe.execute()
             except (RedisError, OSError):
                 continue
-            for watch, counter in zip(watches, counters, strict=True):
-                if counter is not None and int(counter) >= watch.next_seq:
+            for n, watch in enumerate(watches):
+                counter, raw_epoch = replies[2 * n], replies[2 * n + 1]
+                epoch = as_text(raw_epoch) if raw_epoch is not None else None
+                if epoch is not None and watch.epoch is not None and epoch != watch.epoch:
+                    watch.restart(epoch)  # and the new epoch is read from its log
+                elif counter is not None and int(counter) >= watch.next_seq:
                     self.request_fill(watch)
 
     async def close(self) -> None:
         """Stop; whoever still waits on a watch is told so at once (no event comes now)."""
+        self._closed = True
         for watchers in list(self._watches.values()):
             for watch in watchers:
                 watch.abandon(

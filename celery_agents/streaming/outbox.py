@@ -17,14 +17,15 @@ import asyncio
 from redis.asyncio.client import Pipeline
 
 from ..events import _Event
-from .publisher import EventPublisher, Targets
+from .publisher import EventPublisher, Fence, Targets
 
 BATCH = 256  # targets per round trip, at most
 
 
 class Outbox:
-    def __init__(self, publisher: EventPublisher) -> None:
+    def __init__(self, publisher: EventPublisher, fence: Fence | None = None) -> None:
         self._publisher = publisher
+        self.fence = fence  # progress goes out only while the run's lease is held
         self._waiting: list[tuple[str, _Event]] = []
         self._sending: asyncio.Task[None] | None = None
         self._on_the_way = False  # a batch was sent, its reply not read yet
@@ -62,7 +63,7 @@ class Outbox:
                 batch, self._waiting = self._waiting[:BATCH], self._waiting[BATCH:]
                 self._on_the_way = True
                 try:
-                    await self._publisher.publish_to(batch)
+                    await self._publisher.publish_to(batch, fence=self.fence)
                 except Exception:
                     self._waiting[:0] = batch  # kept, in order, for the next try
                     raise

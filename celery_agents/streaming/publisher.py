@@ -19,6 +19,11 @@ from ..redis_pool import checked, script_reply
 from .scripts import PUBLISH_EVENT
 
 Targets = Sequence[tuple[str, _Event]]
+Fence = tuple[str, str]  # a run's lease key, and the owner token the publishing execution holds
+
+
+class Fenced(Exception):
+    """A fenced publish found its execution's lease gone: nothing was published."""
 
 
 class _Base:
@@ -28,19 +33,32 @@ class _Base:
         self._ttl = ttl
         self._script = client.register_script(PUBLISH_EVENT)
 
-    def _keys_args(self, targets: Targets) -> tuple[list[str], list[str | int]]:
+    def _keys_args(
+        self, targets: Targets, fence: Fence | None = None
+    ) -> tuple[list[str], list[str | int]]:
         keys: list[str] = []
         # A token per call: a call the connection layer sends again (its reply was lost with
         # the connection, after Redis ran it) is recognised and not published twice.
-        args: list[str | int] = [self._log_cap, self._ttl, os.urandom(8).hex()]
+        args: list[str | int] = [
+            self._log_cap,
+            self._ttl,
+            os.urandom(8).hex(),
+            fence[1] if fence is not None else "",
+        ]
         for run_id, event in targets:
-            keys += [self._keys.run_seq(run_id), self._keys.run_log(run_id)]
+            keys += [
+                self._keys.run_seq(run_id),
+                self._keys.run_log(run_id),
+                self._keys.run_epoch(run_id),
+            ]
             args += [self._keys.run_channel(run_id), dump_event(event)]
         keys.append(self._keys.run_published(targets[0][0]))
+        if fence is not None:
+            keys.append(fence[0])
         return keys, args
 
-    def _call(self, targets: Targets) -> Any:
-        keys, args = self._keys_args(targets)
+    def _call(self, targets: Targets, fence: Fence | None = None) -> Any:
+        keys, args = self._keys_args(targets, fence)
         return self._script(keys=keys, args=args)
 
 
@@ -54,12 +72,19 @@ class EventPublisher(_Base):
         """Publish ``event`` on its own run's channel; returns its ``seq``."""
         return await self.publish_to([(event.run_id, event)])
 
-    async def publish_to(self, targets: Targets, *, after: Pipeline | None = None) -> int:
+    async def publish_to(
+        self, targets: Targets, *, after: Pipeline | None = None, fence: Fence | None = None
+    ) -> int:
         """Publish each ``(run_id, event)`` on that run's channel, atomically and in one round
         trip; returns the ``seq`` the first one got. ``after``: a pipeline whose commands are
-        sent first, in that same round trip (they are done when the event is out)."""
+        sent first, in that same round trip (they are done when the event is out). ``fence``
+        (the run's lease key and this execution's owner token): only while it holds the
+        lease, else ``Fenced``."""
         if after is None:
-            return int(await self._call(targets))
+            seq = int(await self._call(targets, fence))
+            if seq < 0:
+                raise Fenced(f"run {targets[0][0]}: this execution no longer holds its lease")
+            return seq
         keys, args = self._keys_args(targets)
         position = len(after)
         after.evalsha(self._script.sha, len(keys), *keys, *args)

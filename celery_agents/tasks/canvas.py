@@ -68,6 +68,7 @@ class _Builder:
             forwarded_from=list(place.forwarded),
             background=self.tree.background if run_id == self.tree.run_id else None,
             tenant=self.tree.tenant,
+            deliver=self.tree.deliver if run_id == self.tree.run_id else [],
         )
         # A TeamRun whose last stage is an agent ends in that stage's task: one hop less.
         folded = isinstance(node, ChainNode) and isinstance(node.members[-1], AgentNode)

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from ..config.deliver import MAX_TARGETS, DeliverTarget
 from .tree import MAX_LINEAGE, MAX_NODES, Ancestor, BoundedAgent, GroupPayload, Handoff, Name
 from .wire import Route, RunMessage, preview
 
@@ -38,6 +39,8 @@ class RunPayload(RunMessage):
     # TeamRun's stages share its timeout; each would otherwise get all of it.
     deadline: float | None = None
     queued_at: float | None = None  # when its caller (or its tree's canvas) sent it
+    # Where its outcome goes once it ended (a root run: a member's goes to its Team).
+    deliver: list[DeliverTarget] = Field(default_factory=list, max_length=MAX_TARGETS)
 
     @property
     def task_id(self) -> str:

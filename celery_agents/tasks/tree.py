@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from ..config.deliver import MAX_TARGETS, DeliverTarget
 from ..config.manifest import AgentSpec
 from .wire import Route, RunMessage, WireModel, preview
 
@@ -81,6 +82,7 @@ class TreePayload(RunMessage):
     route: Route = Field(default_factory=Route)
     tenant: str | None = Field(None, min_length=1, max_length=128)
     queued_at: float | None = None  # when its caller sent it
+    deliver: list[DeliverTarget] = Field(default_factory=list, max_length=MAX_TARGETS)
 
     @model_validator(mode="after")
     def _bounded(self) -> TreePayload:
@@ -137,3 +139,4 @@ class GroupPayload(WireModel):
     forwarded_from: list[str] = Field(default_factory=list)
     background: str | None = None
     tenant: str | None = None
+    deliver: list[DeliverTarget] = Field(default_factory=list)  # the root's, where it ends

@@ -127,7 +127,9 @@ def agents_beat(
     agents_redis_url: str, celery_agents_manifest_path: Path, agents_worker: WorkerProcess
 ) -> Iterator[WorkerProcess]:
     """A ``celery-agents beat`` for the session (background runs and manifest schedules)."""
-    beat = start_beat(agents_redis_url, manifest=celery_agents_manifest_path)
+    # The worker's queue and broker: the beat's fires go where the session's worker listens.
+    env = {k: v for k, v in agents_worker.env.items() if k.startswith("CELERY_AGENTS_")}
+    beat = start_beat(agents_redis_url, manifest=celery_agents_manifest_path, extra_env=env)
     try:
         yield beat
     finally:

@@ -13,6 +13,7 @@ import time
 from ..errors import CeleryAgentsError, RunError
 from ..messages import ChatMessage
 from ..scheduler.entries import Entries, Entry, end_event, ttl_until
+from ..scheduler.policy import day_of
 from ..text import as_text
 from .runtime import WorkerRuntime
 
@@ -31,11 +32,8 @@ async def finish_background_run(
     now = time.time()
     due = entry.next_due(now)
     keep = runtime.settings.result_ttl
-    result = (
-        message.model_dump_json()
-        if message is not None
-        else json.dumps((error or RunError("the run failed")).to_json())
-    )
+    failure = error or RunError("the run failed")
+    result = message.model_dump_json() if message is not None else json.dumps(failure.to_json())
     outcome = await entries.complete(
         entry_id,
         run_id,
@@ -44,9 +42,14 @@ async def finish_background_run(
         due,
         ttl_until(due, now, entry.timeout, keep),
         keep,
+        now=now,
+        day=day_of(now, entry.timezone),
+        reason="" if message is not None else f"{type(failure).__name__}: {failure.message}",
     )
     outcome = as_text(outcome)
     log.info("background entry=%s run_id=%s outcome=%s", entry_id, run_id, outcome)
+    if outcome == "paused":
+        log.warning("background entry=%s paused after failing runs", entry_id)
     if outcome == "end":
         await publish_entry_end(runtime, Entry.from_hash(entry_id, await entries.read(entry_id)))
 

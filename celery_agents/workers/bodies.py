@@ -33,6 +33,7 @@ from .store_entries import never_ran
 
 TENANT_RETRY = 0.2  # seconds (plus jitter) before a run at its tenant's cap is tried again
 LEASE_SLACK = 0.5  # seconds past another execution's lease before a held run is tried again
+BUSY_RETRY = 2.0  # seconds at most before a run another execution holds is tried again
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,12 @@ def register_tasks(app: Celery) -> None:
             if again is None:
                 raise Ignore() from None
             return again  # a member hands its record on again: its worker may have died first
-        except RunningElsewhere as held:  # come back once the other execution's lease lapsed
-            log.info("%s", held)
-            raise self.retry(countdown=held.retry_in + LEASE_SLACK) from None
+        except RunningElsewhere as held:
+            # Come back once the other execution's lease lapsed, or once a dead holder could
+            # have been taken over (its lease deleted: ``recovery.py``), whichever is sooner.
+            wait = min(held.retry_in, BUSY_RETRY)
+            log.info("run %s is running elsewhere; trying again in %.1fs", held.run_id, wait)
+            raise self.retry(countdown=wait + LEASE_SLACK) from None
         except TenantAtCap as busy:
             # Back to the broker (behind what queued meanwhile), not waiting on a thread that
             # another tenant's run could use; for as long as the run may take, then it ends.
@@ -298,11 +302,14 @@ async def _gave_up(
     payload = _readable(raw)
     async with runtime.redis.pipeline(transaction=False) as pipe:
         if payload is not None:  # it ended without running: on record all the same
-            runtime.record(pipe, lambda: never_ran(payload, error, worker=runtime.hostname))
+            made = lambda: never_ran(payload, error, worker=runtime.hostname)  # noqa: E731
+            runtime.record(pipe, made, payload.deliver)
         if payload is None or not payload.lineage:
             await _channel(runtime, task_id, "?").failed(error, after=pipe)
         else:
             await run_channel(runtime, payload).failed(error, after=pipe)
+    if payload is not None:
+        runtime.deliveries_queued(payload.deliver)
     if payload is None or not payload.lineage:
         if payload is not None and payload.background:  # counted now, not by the watchdog
             await finish_background_run(runtime, payload.background, task_id, None, error)

@@ -19,12 +19,14 @@ from ..errors import CeleryAgentsError, RunCancelled, RunError, RunTimeout, Unkn
 from ..events import RunStarted, TalkEvent, TextDelta, ToolCallEvent, ToolResultEvent
 from ..llm.agent_loop import LoopResult, Turn, run_agent
 from ..llm.guard import estimated
+from ..llm.journal import RunJournal
 from ..llm.settings import as_pydantic_ai
 from ..messages import ChatMessage, Participant, ToolCallInfo, Usage
 from ..runstate import final_state
 from ..store.entry import RunEntry
 from ..store.queries import as_turns, conversation_turns
 from ..streaming.outbox import Outbox
+from ..streaming.publisher import Fenced
 from ..tasks.names import RUN_AGENT
 from ..tasks.payload import RunPayload
 from ..tasks.records import MemberRecord
@@ -32,8 +34,10 @@ from ..tenants import reserve, spend
 from ..tools import Tool
 from .accounting import record_run
 from .channel import RunChannel, add_usage
-from .leases import AlreadyRan, Claim, RunningElsewhere
+from .journal import RedisSteps, resumed
+from .leases import AlreadyRan, Claim, LeaseLost, RunningElsewhere
 from .pricing import cost_of
+from .published import Published
 from .runtime import WorkerRuntime
 from .store_entries import agent_entry
 
@@ -41,16 +45,25 @@ log = logging.getLogger("celery_agents.run")
 
 
 class _Publishing:
-    """The agent loop's ``Emitter``: each progress step becomes an event of the run."""
+    """The agent loop's ``Emitter``: each progress step becomes an event of the run. A run
+    resumed after its worker died publishes only what the earlier attempts did not (``seen``):
+    the replayed steps, and the part of a streamed answer that went out before the death."""
 
-    def __init__(self, channel: RunChannel) -> None:
+    def __init__(self, channel: RunChannel, seen: Published | None = None) -> None:
         self._channel = channel
         self._run_id = channel.run_id
+        self._seen = seen
 
     async def text(self, delta: str) -> None:
+        if self._seen is not None:
+            delta = self._seen.unseen(delta)
+            if not delta:
+                return
         await self._channel.emit(TextDelta(run_id=self._run_id, text=delta))
 
     async def tool_call(self, call: ToolCallInfo) -> None:
+        if self._seen is not None and call.tool_call_id in self._seen.calls:
+            return
         await self._channel.emit(
             ToolCallEvent(
                 run_id=self._run_id,
@@ -61,6 +74,8 @@ class _Publishing:
         )
 
     async def tool_result(self, call: ToolCallInfo) -> None:
+        if self._seen is not None and call.tool_call_id in self._seen.results:
+            return
         await self._channel.emit(
             ToolResultEvent(
                 run_id=self._run_id,
@@ -93,7 +108,8 @@ async def execute_run(
     message or raises the run's error, both published.
 
     Raises ``AlreadyRan`` / ``RunningElsewhere`` (publishing nothing) for a delivery of a run
-    that already ended or that another live execution holds."""
+    that already ended or that another live execution holds, and ``LeaseLost`` (writing
+    nothing) once this execution's lease lapsed under it."""
     run_id = payload.run_id
     channel = run_channel(runtime, payload)
     started = time.monotonic()
@@ -102,6 +118,7 @@ async def execute_run(
     claim, history = await runtime.leases.claim(
         run_id,
         ancestors,
+        about={"name": payload.agent.name, "tenant": payload.tenant or ""},
         beside=lambda pipe: runtime.history.load_in(pipe, payload.conversation_id),
     )
     if claim.verdict == "done":
@@ -111,11 +128,14 @@ async def execute_run(
     task = asyncio.current_task()
     if task is not None:  # no await since the claim: a cancel from now on reaches the run
         runtime.inflight[run_id] = (task, ancestors)
+    if channel.outbox is not None:  # its progress goes out only while it holds the lease
+        channel.outbox.fence = runtime.leases.fence(run_id)
     try:
         return await _execute_claimed(runtime, payload, channel, previous, started, claim, history)
     finally:
         runtime.inflight.pop(run_id, None)
         runtime.cancelled.discard(run_id)
+        runtime.lost.discard(run_id)
         runtime.leases.release(run_id)
 
 
@@ -175,13 +195,19 @@ async def _execute_claimed(
             if not messages and payload.resume:
                 restored = await _restored(runtime, payload)
                 messages = [m for _, asked, answered in restored for m in (asked, answered)]
+            journal, seen = await _journal(runtime, payload, claim)
             user, message = await _run(
-                runtime, payload, channel, previous, started, messages, progress
+                runtime, payload, channel, previous, started, messages, progress, journal, seen
             )
             if payload.tenant:
                 spent = (message.usage or Usage()).total_tokens
                 await spend(runtime.redis, runtime.keys, payload.tenant, spent - reserved)
+    except Fenced:  # a progress event found the lease gone: stop, say nothing more
+        raise LeaseLost(run_id) from None
     except asyncio.CancelledError:
+        if run_id in runtime.lost and task is not None:  # its lease lapsed: stop, say nothing
+            task.uncancel()
+            raise LeaseLost(run_id) from None
         if run_id not in runtime.cancelled or task is None:
             raise  # the worker is shutting down: not ours to report
         task.uncancel()
@@ -201,7 +227,7 @@ async def _execute_claimed(
         ttl = runtime.settings.result_ttl
         # One round trip: the history, the usage and the record first, then the result event,
         # so whoever sees the result reads the final state, the rolled-up usage and the turn.
-        async with runtime.redis.pipeline(transaction=False) as pipe:
+        async with runtime.leases.fenced(run_id) as pipe:
             if payload.store_history:  # written before the result is out, as in one call
                 for turn_id, asked, answered in restored:  # Redis holds the whole history again
                     runtime.history.append_in(
@@ -231,6 +257,7 @@ async def _execute_claimed(
                     message.cost,
                     message,
                 ),
+                payload.deliver,
             )
             record_run(
                 pipe,
@@ -241,8 +268,10 @@ async def _execute_claimed(
                 ok=True,
                 state=(run_id, "succeeded", ttl),
             )
-            pipe.delete(runtime.keys.run_lock(run_id))  # ended: the record now answers claims
+            # ended: the record now answers claims, and the journal has nothing left to replay
+            pipe.delete(runtime.keys.run_lock(run_id), runtime.keys.run_journal(run_id))
             await channel.done(message, after=pipe)
+        runtime.deliveries_queued(payload.deliver)
         _log_end(payload, started, "succeeded", message.usage)
         return message
     if not payload.lineage and worth_keeping(error):
@@ -254,7 +283,7 @@ async def _execute_claimed(
     cost = cost_of(runtime.manifest, agent.model, used) if used.total_tokens else None
     if payload.tenant and used.total_tokens != reserved:
         await spend(runtime.redis, runtime.keys, payload.tenant, used.total_tokens - reserved)
-    async with runtime.redis.pipeline(transaction=False) as pipe:
+    async with runtime.leases.fenced(run_id) as pipe:
         state = (run_id, final_state(error), runtime.settings.result_ttl)
         if used.total_tokens or progress.requests:
             add_usage(
@@ -279,10 +308,12 @@ async def _execute_claimed(
                 cost,
                 error=error,
             ),
+            payload.deliver,
         )
         record_run(pipe, runtime.keys, agent.name, used, cost, ok=False, state=state)
-        pipe.delete(runtime.keys.run_lock(run_id))
+        pipe.delete(runtime.keys.run_lock(run_id), runtime.keys.run_journal(run_id))
         await channel.failed(error, after=pipe)
+    runtime.deliveries_queued(payload.deliver)
     _log_end(payload, started, f"failed error={type(error).__name__}", used)
     raise error
 
@@ -295,11 +326,14 @@ async def _run(
     started: float,
     history: list[ChatMessage],
     progress: LoopResult,
+    journal: RunJournal,
+    seen: Published | None,
 ) -> tuple[ChatMessage, ChatMessage]:
     """The run's prompt (as the user's message) and its answer; ``progress`` holds what the
     model calls used, whatever happens."""
     agent = payload.agent
     tools = _registered_tools(runtime, payload)
+    journal.retry_safe = {t.name for t in tools if t.retry_safe}
     model = await runtime.models.get(agent.model)
     user = ChatMessage(
         content=prompt_of(payload, previous),
@@ -315,12 +349,19 @@ async def _run(
         instructions=agent.system_prompt,
         tools=tools,
         settings=request_settings(runtime, provider, agent.model_settings),
-        emit=_Publishing(channel),
+        emit=_Publishing(channel, seen),
         output=agent.output_type,
         output_mode=output_mode(runtime, provider),
         max_turns=runtime.settings.max_tool_turns,
         result=progress,
+        journal=journal,
     )
+    if journal.replayed:
+        log.info(
+            "run %s: %d journaled steps replayed (the model and tools were not called again)",
+            payload.run_id,
+            journal.replayed,
+        )
     message = ChatMessage(
         content=result.output if agent.output_type is not None else result.text,
         role="assistant",
@@ -335,6 +376,22 @@ async def _run(
         forwarded_from=payload.forwarded_from,
     )
     return user, message
+
+
+async def _journal(
+    runtime: WorkerRuntime, payload: RunPayload, claim: Claim
+) -> tuple[RunJournal, Published | None]:
+    """The run's journal (with what an earlier attempt journaled), and on a later attempt
+    what the earlier ones published (one round trip, only then)."""
+    run_id = payload.run_id
+    fence = runtime.leases.fence(run_id)
+    writer = None
+    if runtime.settings.journal and fence is not None:
+        writer = RedisSteps(runtime.redis, runtime.keys, run_id, fence, runtime.settings.result_ttl)
+    if claim.attempt == 1:
+        return RunJournal(run_id, writer), None
+    found, seen = await resumed(runtime.redis, runtime.keys, run_id)
+    return RunJournal(run_id, writer, found=found if writer is not None else {}), seen
 
 
 async def _restored(

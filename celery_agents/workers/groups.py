@@ -95,7 +95,7 @@ async def finish_chain(
 
 async def _facts(runtime: WorkerRuntime, group: GroupPayload) -> GroupFacts:
     """What Redis holds of the group as it ends, in one round trip."""
-    if runtime.store is None:  # the usage alone: the rest is for the store's record
+    if runtime.store is None and not group.deliver:  # the usage alone: the rest is a record
         return GroupFacts.parse(
             {}, await runtime.redis.hgetall(runtime.keys.run_usage(group.run_id)), None
         )
@@ -119,9 +119,12 @@ async def _succeed(
     async with runtime.redis.pipeline(transaction=False) as pipe:
         write_state(pipe, runtime.keys, group.run_id, "succeeded", runtime.settings.result_ttl)
         runtime.record(
-            pipe, lambda: group_entry(group, facts, worker=runtime.hostname, message=message)
+            pipe,
+            lambda: group_entry(group, facts, worker=runtime.hostname, message=message),
+            group.deliver,
         )
         await channel.done(message, after=pipe)
+    runtime.deliveries_queued(group.deliver)
     return _record(group, status="ok", message=message)
 
 
@@ -130,15 +133,19 @@ async def _publish_failure(
 ) -> None:
     """The group's record (in Redis and for the store), then its failure event, in one round
     trip."""
-    facts = await _facts(runtime, group) if runtime.store is not None else None
+    wanted = runtime.store is not None or group.deliver
+    facts = await _facts(runtime, group) if wanted else None
     async with runtime.redis.pipeline(transaction=False) as pipe:
         state = final_state(error)
         write_state(pipe, runtime.keys, group.run_id, state, runtime.settings.result_ttl)
         if facts is not None:
             runtime.record(
-                pipe, lambda: group_entry(group, facts, worker=runtime.hostname, error=error)
+                pipe,
+                lambda: group_entry(group, facts, worker=runtime.hostname, error=error),
+                group.deliver,
             )
         await channel.failed(error, after=pipe)
+    runtime.deliveries_queued(group.deliver)
 
 
 async def _cancelled(runtime: WorkerRuntime, group: GroupPayload) -> bool:

@@ -2,7 +2,8 @@
 worker lives. The one place that relies on a private detail of kombu's Redis transport.
 
 README guarantee: a run is never redelivered while its worker is alive, however long it runs;
-a dead worker's runs are redelivered a visibility timeout after its last heartbeat.
+a dead worker's runs are redelivered within seconds (``recovery.py`` marks its messages as
+long delivered), or at the latest a visibility timeout after its last heartbeat.
 
 kombu's Redis transport keeps each unacknowledged message's delivery tag in a sorted set
 (``Channel.unacked_index_key``, "unacked_index"), scored with the time it was delivered. Every
@@ -41,6 +42,22 @@ return gone
 """
 
 
+# KEYS: kombu's unacked index. ARGV: delivery tags. Marks the tags still unacked as delivered
+# long ago, so kombu's next sweep puts their messages back on their queues.
+_EXPOSE = """
+for i = 1, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then redis.call('ZADD', KEYS[1], 0, ARGV[i]) end
+end
+return 1
+"""
+
+
+async def expose(broker: aioredis.Redis, tags: list[str], index: str = UNACKED_INDEX) -> None:
+    """A dead worker's messages: redelivered at kombu's next sweep, not a visibility timeout
+    after its last heartbeat."""
+    await broker.eval(_EXPOSE, 1, index, *tags)
+
+
 class HeldDeliveries:
     """The delivery tags of the task messages this worker process holds (any thread adds)."""
 
@@ -54,6 +71,10 @@ class HeldDeliveries:
         """A task message this process received: keep it invisible while held."""
         with self._lock:
             self._tags.add(tag)
+
+    def tags(self) -> list[str]:
+        with self._lock:
+            return list(self._tags)
 
     def forget(self, tag: str) -> None:
         """A message whose ack was lost with the broker connection: let it become visible

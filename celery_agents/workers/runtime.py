@@ -16,17 +16,20 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from ..config.deliver import DeliverTarget
 from ..config.manifest import AgentsManifest, ProviderLimits
 from ..config.settings import Settings
 from ..history import ConversationStore
 from ..keys import Keys
 from ..llm.providers import ModelFactory
 from ..redis_pool import async_redis
+from ..scheduler.deliverer import Deliverer
+from ..scheduler.delivery import DeliveryQueue
 from ..store.database import RunStore
 from ..store.entry import RunEntry
 from ..store.handoff import StoreHandoff
@@ -38,6 +41,7 @@ from ..tools import REGISTRY, ToolRegistry
 from .leases import RunLeases
 from .limits import LeasePool, ProviderLimiter
 from .loop import EventLoopThread
+from .recovery import Recovery
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +66,13 @@ class WorkerRuntime:
         self._tenant_pools: dict[str, LeasePool] = {}
         self.hostname = f"{os.getpid()}@{socket.gethostname()}"
         self._heartbeat: concurrent.futures.Future[None] | None = None
+        self.recovery: Recovery | None = None  # once the worker is ready (its hostname known)
+        self._recovering: concurrent.futures.Future[None] | None = None
         # Runs executing in this process (with their ancestors' run ids), so a ``cancel`` on
         # the control channel reaches them and the members of a cancelled Team/TeamRun.
         self.inflight: dict[str, tuple[asyncio.Task[Any], tuple[str, ...]]] = {}
         self.cancelled: set[str] = set()
+        self.lost: set[str] = set()  # runs whose lease lapsed under them: stopped, unreported
         self._recent_cancels: dict[str, float] = {}  # run id -> when its cancel arrived
         self._broker = self._broker_redis()
         self.leases = RunLeases(
@@ -75,6 +82,7 @@ class WorkerRuntime:
             every=lease_interval(settings.visibility_timeout),
             record_ttl=settings.result_ttl,
             broker=self._broker,
+            on_lost=self._lease_lost,
         )
         # Every real provider gets a limiter: one without limits still honours the fleet's
         # shared backoff after a 429. Its concurrency slots last a run's lease and are
@@ -91,6 +99,17 @@ class WorkerRuntime:
         }
         self.models = ModelFactory(settings, manifest, limiter=self.limiters.get)
         self._open_store()
+        self._deliveries = DeliveryQueue(self.keys, max_age=settings.delivery_max_age)
+        self.deliverer = Deliverer(
+            self.redis,
+            self.keys,
+            consumer=self.hostname,
+            max_age=settings.delivery_max_age,
+            first_backoff=settings.delivery_first_backoff,
+        )
+        self._delivering = asyncio.run_coroutine_threadsafe(
+            self.deliverer.run_forever(), self.loop.loop
+        )
         self._control = asyncio.run_coroutine_threadsafe(self._listen_control(), self.loop.loop)
         self._renewing = asyncio.run_coroutine_threadsafe(self._renew_forever(), self.loop.loop)
 
@@ -119,11 +138,31 @@ class WorkerRuntime:
             self.store_writer.run_forever(), self.loop.loop
         )
 
-    def record(self, pipe: Any, entry: Callable[[], RunEntry]) -> None:
-        """Queue handing ``entry()`` to the run store on ``pipe``; with the store off, the
-        record is not even made."""
+    def _lease_lost(self, run_id: str) -> None:
+        """Stop a run whose lease lapsed (another execution may own it now)."""
+        self.lost.add(run_id)
+        running = self.inflight.get(run_id)
+        if running is not None:
+            running[0].cancel()
+
+    def record(
+        self, pipe: Any, entry: Callable[[], RunEntry], deliver: Sequence[DeliverTarget] = ()
+    ) -> None:
+        """Queue handing ``entry()`` to the run store, and its deliveries to ``deliver``'s
+        targets, on ``pipe`` (then ``deliveries_queued``, once it ran); with the store off and
+        nowhere to deliver, the record is not even made."""
+        if self._handoff is None and not deliver:
+            return
+        made = entry()
         if self._handoff is not None:
-            self._handoff.queue(pipe, entry())
+            self._handoff.queue(pipe, made)
+        if deliver:
+            self._deliveries.queue(pipe, made, deliver)
+
+    def deliveries_queued(self, deliver: Sequence[DeliverTarget]) -> None:
+        """A run's end with deliveries has been written: this process sends them at once."""
+        if deliver:
+            self.deliverer.wake()
 
     async def _renew_forever(self) -> None:
         """Every lease interval: the leases of the runs held here, and the tenant's and
@@ -132,13 +171,28 @@ class WorkerRuntime:
             await asyncio.sleep(self.leases.every)
             slots = [lim.lease_pool for lim in self.limiters.values()]
             pools = [*self._tenant_pools.values(), *(pool for pool in slots if pool)]
-            for renew in (self.leases.renew, *(pool.renew for pool in pools)):
+            for renew in (self.leases.renew, *(pool.renew for pool in pools), self._cancels):
                 try:
                     await renew()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # Redis away: the next tick tries again
                     log.warning("could not renew leases: %s", exc)
+
+    async def _cancels(self) -> None:
+        """The cancels of runs held here whose control message did not reach this process
+        (pub/sub keeps nothing for a subscriber that was away): their keys say so."""
+        runs = [(r, a) for r, (_, a) in self.inflight.items() if r not in self.cancelled]
+        if not runs:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for run_id, ancestors in runs:
+                pipe.exists(*(self.keys.run_cancel(r) for r in (run_id, *ancestors)))
+            found = await pipe.execute()
+        for (run_id, _), count in zip(runs, found, strict=True):
+            if count and run_id in self.inflight and run_id not in self.cancelled:
+                log.info("run %s: its cancel came by its key, not the control channel", run_id)
+                self.cancel_local(run_id)
 
     def _broker_redis(self) -> aioredis.Redis | None:
         """The broker's Redis, whose unacked index the leases keep fresh (None: not Redis)."""
@@ -235,6 +289,21 @@ class WorkerRuntime:
         self._heartbeat = asyncio.run_coroutine_threadsafe(
             self._beat(json.dumps(info)), self.loop.loop
         )
+        # A client of its own: however busy the runs keep the shared pool, liveness gets out.
+        self._liveness = async_redis(
+            self.settings, client_name="celery-agents-alive", max_connections=2
+        )
+        self.recovery = Recovery(
+            self._liveness,
+            self.keys,
+            self.leases.identity,
+            held=self.leases.holding,
+            broker=self._broker,
+            dead_after=self.settings.worker_dead_after,
+        )
+        self._recovering = asyncio.run_coroutine_threadsafe(
+            self.recovery.run_forever(), self.loop.loop
+        )
 
     async def _beat(self, info: str) -> None:
         key = self.keys.worker(self.hostname)
@@ -248,10 +317,13 @@ class WorkerRuntime:
     def close(self) -> None:
         self._control.cancel()
         self._renewing.cancel()
+        self._delivering.cancel()
         if self._writing is not None:
             self._writing.cancel()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+        if self._recovering is not None:
+            self._recovering.cancel()
         try:
             self.loop.run(self._aclose())
         finally:
@@ -259,7 +331,11 @@ class WorkerRuntime:
 
     async def _aclose(self) -> None:
         await self.redis.delete(self.keys.worker(self.hostname))
+        if self.recovery is not None:
+            await self.recovery.leave()
+            await self._liveness.aclose()
         await self.models.aclose()
+        await self.deliverer.aclose()
         if self.store is not None:
             await self.store.aclose()
         if self._broker is not None and self._broker is not self.redis:

@@ -8,7 +8,10 @@ still collected). Every test here is marked ``faults``. The fixtures of ``tests/
 A test records what it observed with the session-wide ``fault_report`` fixture::
 
     fault_report.record("worker kill -9 mid-run", injected=1, started=1, completed=1,
-                        lost=0, duplicated=0)
+                        lost=0, duplicated=0, recovery=[5.2])
+
+``recovery`` (optional) is the seconds from the fault to each run going on again; the table
+shows their p50 and max.
 
 Record before asserting, from what was measured (never constants), so a failing run still
 shows its row. At the end of the session the rows are printed as a table and written as
@@ -20,7 +23,7 @@ from __future__ import annotations
 import datetime
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +32,15 @@ import redis
 
 TABLE_ENV = "CELERY_AGENTS_FAULT_TABLE"
 DEFAULT_TABLE = Path(__file__).with_name("last_run.md")
-HEADERS = ("fault", "injected", "runs started", "completed", "lost", "duplicated")
+HEADERS = (
+    "fault",
+    "injected",
+    "runs started",
+    "completed",
+    "lost",
+    "duplicated",
+    "recovery p50 / max",
+)
 
 _HERE = Path(__file__).parent
 
@@ -43,10 +54,13 @@ class FaultRow:
     lost: int
     duplicated: int
     test: str = ""
+    recovery: tuple[float, ...] = ()  # seconds from the fault to each run going on again
 
     def cells(self) -> tuple[str, ...]:
         counts = (self.injected, self.started, self.completed, self.lost, self.duplicated)
-        return (self.fault, *(str(n) for n in counts))
+        times = sorted(self.recovery)
+        took = f"{times[len(times) // 2]:.1f} s / {times[-1]:.1f} s" if times else "-"
+        return (self.fault, *(str(n) for n in counts), took)
 
 
 class FaultReport:
@@ -57,7 +71,15 @@ class FaultReport:
         self._lock = threading.Lock()
 
     def record(
-        self, fault: str, *, injected: int, started: int, completed: int, lost: int, duplicated: int
+        self,
+        fault: str,
+        *,
+        injected: int,
+        started: int,
+        completed: int,
+        lost: int,
+        duplicated: int,
+        recovery: Sequence[float] = (),
     ) -> None:
         if not isinstance(fault, str) or not fault.strip():
             raise ValueError(f"fault must be a non-empty description, got {fault!r}")
@@ -74,7 +96,9 @@ class FaultReport:
         # "tests/faults/test_x.py::test_y (call)" -> the test that recorded the row.
         test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
         with self._lock:
-            self._rows.append(FaultRow(fault.strip(), test=test, **counts))
+            self._rows.append(
+                FaultRow(fault.strip(), test=test, recovery=tuple(recovery), **counts)
+            )
 
     @property
     def rows(self) -> list[FaultRow]:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from celery_agents import Agent, CeleryAgentsError, Settings, configure
+from celery_agents import Agent, CeleryAgentsError, Settings, StreamGap, configure
 from celery_agents.embedded.redis_server import RedisServer, start_redis_server
 from celery_agents.embedded.worker import WorkerProcess, start_beat, start_worker
 from celery_agents.events import RunDone
@@ -233,3 +233,49 @@ async def test_runs_that_end_while_the_broker_is_away_leave_later_runs_acknowled
     )
     assert finished == ["a", "b"]
     assert later == [f"after {i}" for i in range(4)], f"only {len(later)} of 4 later runs ran"
+
+
+async def test_a_stream_whose_redis_restarted_empty_never_passes_for_a_whole_one(
+    restartable: tuple[Restartable, list[WorkerProcess]],
+    celery_agents_manifest_path: Path,
+    scripted_model: ScriptedModelServer,
+    fault_report: Any,
+) -> None:
+    server, processes = restartable
+    processes.append(start_worker(server.url, manifest=celery_agents_manifest_path, extra_env=ENV))
+    words = " ".join(f"s{i}" for i in range(200))
+    scripted_model.script(Reply(words, token_delay=0.02), model="gappy")
+    chunks: list[str] = []
+    gap: StreamGap | None = None
+    async with Agent("gappy", "scripted:gappy").run_stream("tell it all") as stream:
+
+        async def read() -> None:
+            async for chunk in stream.stream():
+                chunks.append(str(chunk))
+
+        reading = asyncio.create_task(read())
+        deadline = time.monotonic() + 30
+        while len(chunks) < 40:  # well into the answer
+            assert time.monotonic() < deadline and not reading.done(), chunks
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(server.down, save=False)  # kill -9: Redis keeps nothing
+        (server.server.workdir / "dump.rdb").unlink(missing_ok=True)
+        await asyncio.to_thread(server.up)
+        try:
+            await reading
+        except StreamGap as exc:
+            gap = exc
+        message = await stream.get_message()
+    whole = "".join(chunks) == message.content
+    fault_report.record(
+        "Redis restarted empty mid-stream",
+        injected=1,
+        started=1,
+        completed=int(message.content == words),
+        lost=0 if whole or gap is not None else 1,  # lost: a short stream passed for whole
+        duplicated=0,
+    )
+    assert message.content == words  # the final message is whole
+    assert gap is not None, f"a stream of {len(chunks)} chunks passed for the whole answer"
+    assert gap.result is not None and gap.result.content == words
+    assert "started over" in str(gap) and stream.gap is not None

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
-from celery_agents import tool
+from celery_agents import idempotency_key, tool
 
 
 @tool
@@ -49,3 +50,35 @@ async def sleepy() -> str:
     """Takes far longer than its timeout."""
     await asyncio.sleep(30)
     return "never"
+
+
+def _entered(ledger: str) -> bool:
+    """Append this call's idempotency key to ``ledger``; whether it was the first call."""
+    path = Path(ledger)
+    first = not path.exists()
+    with path.open("a") as f:
+        f.write(f"{idempotency_key()}\n")
+    return first
+
+
+@tool
+def charge(ledger: str) -> str:
+    """An effect: one line in the ledger per call."""
+    _entered(ledger)
+    return f"charged {idempotency_key()}"
+
+
+@tool
+async def stuck_charge(ledger: str) -> str:
+    """An effect, then (the first time) a hang long enough for its worker to be killed in it."""
+    if _entered(ledger):
+        await asyncio.sleep(60)
+    return "charged"
+
+
+@tool(retry_safe=True)
+async def stuck_lookup(ledger: str) -> str:
+    """As ``stuck_charge``, but declared safe to run again."""
+    if _entered(ledger):
+        await asyncio.sleep(60)
+    return "looked up"

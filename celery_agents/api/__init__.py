@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): runs, their events as SSE, schedules and usage, per-tenant keys."""
