@@ -10,7 +10,9 @@ import click
 import redis
 from pydantic import ValidationError
 
+from .config.settings import Settings
 from .errors import CeleryAgentsError
+from .redis_check import refusal
 
 
 class _Group(click.Group):
@@ -27,9 +29,19 @@ class _Group(click.Group):
                 raise
             click.echo(f"error: {_bad_settings(exc)}", err=True)
             sys.exit(1)
-        except redis.ConnectionError as exc:
-            click.echo(f"error: cannot reach Redis: {exc}", err=True)
+        except (redis.ConnectionError, redis.ResponseError) as exc:
+            problem = refusal(exc, _redis_url())
+            if problem is None and isinstance(exc, redis.ResponseError):
+                raise
+            click.echo(f"error: {problem or f'cannot reach Redis: {exc}'}", err=True)
             sys.exit(1)
+
+
+def _redis_url() -> str:
+    try:
+        return Settings().redis_url
+    except ValidationError:
+        return ""
 
 
 def _bad_settings(exc: ValidationError) -> str:
@@ -38,7 +50,7 @@ def _bad_settings(exc: ValidationError) -> str:
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
         name = f"CELERY_AGENTS_{field.upper()}" if field else "the settings"
-        problems.append(f"{name}: {error['msg']}")
+        problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
     return "; ".join(problems)
 
 

@@ -19,6 +19,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
 
 from .config.settings import Settings
+from .redis_check import is_transient
 
 POOL_WAIT = 30.0  # seconds a call may wait for a connection before it fails
 RETRY_SECONDS = 10.0  # how long a command keeps trying through a lost connection
@@ -35,7 +36,12 @@ def async_redis(
         timeout=POOL_WAIT,
         health_check_interval=30,
         client_name=client_name,
-        retry=Retry(_BACKOFF, _RETRIES, supported_errors=(ConnectionError, TimeoutError)),
+        retry=Retry(
+            _BACKOFF,
+            _RETRIES,
+            supported_errors=(ConnectionError, TimeoutError),
+            is_retryable=is_transient,  # a wrong password stays wrong
+        ),
     )
     return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_URL_FORM = "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS) or unix:///PATH"
 
 
 class Settings(BaseSettings):
@@ -17,8 +20,12 @@ class Settings(BaseSettings):
 
     # An empty variable is unset (compose passes `X=` for a variable the user left blank):
     # else CELERY_AGENTS_MANIFEST= would be the directory "." and a number "" an error.
+    # An error never repeats the value: a URL may hold a password.
     model_config = SettingsConfigDict(
-        env_prefix="CELERY_AGENTS_", extra="forbid", env_ignore_empty=True
+        env_prefix="CELERY_AGENTS_",
+        extra="forbid",
+        env_ignore_empty=True,
+        hide_input_in_errors=True,
     )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -123,6 +130,14 @@ class Settings(BaseSettings):
         "max_tokens: a small model can otherwise run away until its context is full",
     )
 
+    @field_validator("redis_url")
+    @classmethod
+    def _a_redis_url(cls, url: str) -> str:
+        problem = redis_url_problem(url)
+        if problem:
+            raise ValueError(f"{problem}; expected {REDIS_URL_FORM}")
+        return url
+
     @property
     def broker(self) -> str:
         return self.broker_url or self.redis_url
@@ -130,6 +145,26 @@ class Settings(BaseSettings):
     @property
     def backend(self) -> str:
         return self.result_backend or self.redis_url
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What keeps ``url`` from being a Redis URL (redis-py's own parse says it later, in a
+    traceback), or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in REDIS_SCHEMES:
+        return "not a Redis URL (no redis://, rediss:// or unix:// in front)"
+    if parts.scheme == "unix":
+        return None if parts.path else "a unix:// URL needs the socket's path"
+    try:
+        parts.port  # noqa: B018 (parsing it is the check)
+    except ValueError:
+        return "its port is not a number from 0 to 65535"
+    if not parts.hostname:
+        return "it names no host"
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        return f"its database must be a number (/0, /1, ...), not {db!r}"
+    return None
 
 
 def shown_url(url: str) -> str:

@@ -25,6 +25,7 @@ from ..errors import ClientClosed, ConfigError, UserError
 from ..history import ConversationStore
 from ..keys import Keys
 from ..messages import ChatMessage
+from ..redis_check import check_redis_async
 from ..redis_pool import async_redis
 from ..runstate import RunRecord
 from ..store.database import RunStore
@@ -82,8 +83,16 @@ class AgentsClient:
         self._store: RunStore | None = None
         self._store_opening = asyncio.Lock()
         self._closed = False
+        self._redis_checked = False
 
     # Everything below runs on the I/O loop.
+
+    async def ready(self) -> None:
+        """Once per client, before its first run: a Redis that refuses the URL (password,
+        database) is a ``ConfigError`` now, not a wait that ends in a redis-py error."""
+        if not self._redis_checked:
+            await check_redis_async(self.redis, self.settings.redis_url)
+            self._redis_checked = True
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -136,6 +145,7 @@ class AgentsClient:
     async def enqueue(self, payload: RunPayload | TreePayload) -> None:
         """Record the run as queued and send its task through Celery's producer, on a
         sending thread (the send blocks; the I/O loop must not), both at once."""
+        await self.ready()
         if self._sender is None:
             self._sender = concurrent.futures.ThreadPoolExecutor(
                 SENDING_THREADS, thread_name_prefix="celery-agents-send"
@@ -184,6 +194,7 @@ class AgentsClient:
 
     async def start(self, payload: RunPayload | TreePayload) -> RunWatch:
         """Subscribe to the run's channel, then send its task: no event can be missed."""
+        await self.ready()
         watch = await self.hub.watch(payload.run_id, replay=False, confirmed=False)
         try:
             await self.enqueue(payload)
@@ -193,12 +204,14 @@ class AgentsClient:
         return watch
 
     async def watch(self, run_id: str, from_seq: int = 1) -> RunWatch:
+        await self.ready()
         return await self.hub.watch(run_id, from_seq)
 
     async def claim(self, idempotency_key: str, run_id: str) -> str:
         """The run that owns ``idempotency_key``: ``run_id`` if this call claimed it, else the
         first caller's. A claim lives briefly until its task is queued (``confirm``), so a
         client that dies in between does not block the key for long."""
+        await self.ready()
         key = self.keys.idempotency(idempotency_key)
         for _ in range(3):
             if await self.redis.set(key, run_id, nx=True, ex=CLAIM_TTL):

@@ -31,6 +31,7 @@ from ..config.settings import Settings, shown_url
 from ..errors import CeleryAgentsError, RunError
 from ..events import MemberFailed
 from ..keys import Keys
+from ..redis_check import check_fleet_redis
 from ..store.database import check_store
 from ..store.entry import RunEntry
 from ..store.handoff import StoreHandoff
@@ -79,11 +80,13 @@ class AgentsScheduler(beat.Scheduler):  # type: ignore[misc]
     def setup_schedule(self) -> None:
         """Celery's own schedule stays empty; the manifest's schedules become entries.
 
-        A manifest that does not load, or a run store that does not open, ends the beat here,
+        A manifest that does not load, a run store that does not open, or a Redis that refuses
+        the URL's password or database ends the beat here,
         with its error in one line and exit status 1 (Celery's beat logs any ``Exception``
         with a traceback; ``SystemExit`` it lets through)."""
         manifest_path = self.settings.manifest
         try:
+            check_fleet_redis(self.settings)
             check_store(self.settings.store_url)
             manifest = AgentsManifest.from_yaml(manifest_path) if manifest_path else None
         except CeleryAgentsError as exc:

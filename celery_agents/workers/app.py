@@ -21,6 +21,7 @@ from celery.signals import (
 
 from ..config.settings import Settings
 from ..errors import CeleryAgentsError
+from ..redis_check import check_fleet_redis
 from ..tasks.app import create_app
 from .bodies import register_tasks
 from .runtime import close_runtime, get_runtime
@@ -39,9 +40,12 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
 def _on_init(**_: Any) -> None:
     """Load the manifest and the tools now: a worker that cannot run anything never says
     ready (Celery's signal dispatch logs an exception and goes on; ``SystemExit`` it lets
-    through)."""
+    through). So does a Redis that refuses the URL's password or database: Celery's consumer
+    would retry it forever, as it rightly does a Redis that is only away."""
+    settings: Settings = app.conf.celery_agents_settings
     try:
-        get_runtime(app.conf.celery_agents_settings)
+        check_fleet_redis(settings)
+        get_runtime(settings)
     except CeleryAgentsError as exc:
         sys.stderr.write(f"celery-agents worker: {exc}\n")
         sys.stderr.flush()

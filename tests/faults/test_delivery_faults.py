@@ -14,6 +14,7 @@ import redis
 from celery_agents import Agent, Settings
 from celery_agents.embedded.worker import WorkerProcess
 from celery_agents.keys import Keys
+from celery_agents.scheduler.deliverer import LEASE
 from celery_agents.scheduler.delivery import delivery_id
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.test_delivered_runs import SECRET, SIGNING
@@ -43,7 +44,8 @@ async def test_kill_9_with_deliveries_pending_another_worker_delivers_each_once(
         # while nothing listened, up to ~30 s) is the first to succeed.
         receiver.start()
         private_worker(extra_env=SIGNING)
-        accepted = await receiver.wait_accepted(runs, timeout=60)
+        # A delivery the doomed worker had claimed when it died waits out its claim's lease.
+        accepted = await receiver.wait_accepted(runs, timeout=LEASE + 30)
         deadline = time.monotonic() + 10
         while client.zcard(keys.deliveries_pending()):  # every delivery has been settled
             assert time.monotonic() < deadline
