@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import time
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from .errors import UserError
+from .events import RunStarted, ToolCallEvent, ToolResultEvent
 from .facade import Agent, Team, TeamRun
 from .facade.client import get_client
 from .facade.manifest import named
 from .messages import ChatMessage
+
+STATUS_EVERY = 0.25  # seconds between redraws of the live state
 
 
 def _target(name: str) -> Agent | Team | TeamRun:
@@ -59,7 +64,10 @@ async def run_named(
                 progress.advance(task)
         return
     else:
-        message = await target.run(prompt, model=model, timeout=timeout)
+        if sys.stdout.isatty() and sys.stderr.isatty():
+            message = await _run_showing_state(target, name, prompt, model, timeout)
+        else:  # piped or captured: the answer alone
+            message = await target.run(prompt, model=model, timeout=timeout)
         if as_json:
             click.echo(message.model_dump_json())
         else:
@@ -73,6 +81,47 @@ async def run_named(
             err=True,
         )
     sys.stdout.flush()
+
+
+async def _run_showing_state(
+    target: Agent | Team | TeamRun,
+    name: str,
+    prompt: str,
+    model: str | None,
+    timeout: float | None,
+) -> ChatMessage:
+    """The run, with its state live on stderr until it ends: queued, running on which
+    worker, calling which tool, and the time since it was queued (gone once it ends)."""
+    handle = await target.submit(prompt, model=model, timeout=timeout)
+    queued = time.monotonic()
+    worker = ["a worker"]
+    state = ["queued"]
+
+    async def follow() -> None:
+        async for event in handle.events():
+            who = f"{event.member}: " if event.member else ""
+            if isinstance(event, RunStarted):
+                worker[0] = event.worker or worker[0]
+                attempt = f" (attempt {event.attempt})" if event.attempt > 1 else ""
+                state[0] = f"{who}running on {worker[0]}{attempt}"
+            elif isinstance(event, ToolCallEvent):
+                state[0] = f"{who}calling {event.tool_name} on {worker[0]}"
+            elif isinstance(event, ToolResultEvent):
+                state[0] = f"{who}running on {worker[0]}"
+
+    console = Console(stderr=True)
+    following = asyncio.ensure_future(follow())
+    ending = asyncio.ensure_future(handle.result())
+    try:
+        with console.status(f"{name}: queued") as status:
+            while not ending.done():
+                await asyncio.wait({ending}, timeout=STATUS_EVERY)
+                status.update(f"{name}: {state[0]} ({time.monotonic() - queued:.0f} s)")
+        return await ending
+    finally:
+        for task in (following, ending):
+            task.cancel()
+        await asyncio.gather(following, ending, return_exceptions=True)
 
 
 def _print_answer(message: ChatMessage, depth: int = 0) -> None:

@@ -43,6 +43,7 @@ def celery_agents_manifest(_scripted_model_server: ScriptedModelServer) -> dict[
             "fetch_logs": "tests.support.tools:fetch_logs",
             "get_metrics": "tests.support.tools:get_metrics",
             "sleepy": "tests.support.tools:sleepy",
+            "pause": "tests.support.tools:pause",
             "probe": "tests.support.signals:probe",
             "charge": "tests.support.tools:charge",
             "stuck_charge": "tests.support.tools:stuck_charge",

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from importlib.metadata import version
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+import yaml
 
 from celery_agents import Agent
 from celery_agents.embedded.worker import WorkerProcess
@@ -79,6 +82,65 @@ def test_a_user_mistake_is_one_line_and_a_non_zero_exit(shared_stack: Stack) -> 
         "error: no background run or schedule 'no-such-entry' "
         "(`celery-agents schedules list` shows them)"
     )
+
+
+def on_a_terminal(args: list[str], env: dict[str, str], timeout: float = 60) -> tuple[int, str]:
+    """Run ``args`` with stdout and stderr on a pseudo-terminal: (exit status, what it showed)."""
+    import pty
+    import select
+    import time
+
+    main_fd, child_fd = pty.openpty()
+    process = subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=child_fd, stderr=child_fd, env=env
+    )
+    os.close(child_fd)
+    shown = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([main_fd], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(main_fd, 65536)
+                except OSError:  # the child closed its end: all is read
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            elif process.poll() is not None:
+                break
+        return process.wait(timeout=max(1.0, deadline - time.monotonic())), shown.decode(
+            errors="replace"
+        )
+    finally:
+        process.kill()
+        os.close(main_fd)
+
+
+def test_run_shows_its_live_state_on_a_terminal_and_nothing_more_when_piped(
+    shared_stack: Stack, tmp_path: Path, celery_agents_manifest: dict[str, Any]
+) -> None:
+    manifest = tmp_path / "clerk.yaml"
+    manifest.write_text(
+        yaml.safe_dump(
+            {
+                "tools": celery_agents_manifest["tools"],
+                "agents": {"clerk": {"model": "test:tools", "tools": ["pause"]}},
+            }
+        )
+    )
+    env = {**shared_stack.processes[0].env, "CELERY_AGENTS_MANIFEST": str(manifest)}
+    command = [sys.executable, "-m", "celery_agents.cli", "run", "clerk", "take a moment"]
+    status, shown = on_a_terminal(command, {**env, "COLUMNS": "200"})
+    assert status == 0, shown
+    worker = shared_stack.processes[0].hostname
+    assert f"clerk: calling pause on {worker} (" in shown, shown  # with the time so far
+    assert "paused" in shown  # the answer
+    piped = cli("run", "clerk", "take a moment", env=env)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.strip() == "paused"
+    assert "calling" not in piped.stderr and "queued" not in piped.stderr
 
 
 def test_run_stream_prints_tokens(shared_stack: Stack) -> None:

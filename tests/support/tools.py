@@ -45,6 +45,13 @@ def get_metrics(service: str) -> dict[str, float]:
     return {"error_rate": 0.02, "p99_ms": 840.0}
 
 
+@tool
+async def pause(seconds: float = 1.5) -> str:
+    """Waits a moment: long enough for a caller to see the call in progress."""
+    await asyncio.sleep(seconds)
+    return "paused"
+
+
 @tool(timeout=0.2)
 async def sleepy() -> str:
     """Takes far longer than its timeout."""
