@@ -100,8 +100,10 @@ def private_worker(agents: Settings) -> Iterator[Callable[..., WorkerProcess]]:
     """Start workers on a queue of this test's own (the facade is pointed at it), so a test
     can stop, kill or reconfigure them without touching the session's worker.
 
-    ``start(concurrency=, extra_env=, broker=, args=)``; ``broker`` moves the facade there too,
-    ``args`` are more options of ``celery-agents worker``.
+    ``start(concurrency=, extra_env=, broker=, args=, key_prefix=)``; ``broker`` and
+    ``key_prefix`` move the facade there too (a prefix of its own keeps the session's worker
+    out: its deliverer, say, would take this test's deliveries), ``args`` are more options of
+    ``celery-agents worker``.
     """
     queue = f"private-{uuid.uuid4().hex[:8]}"
     started: list[WorkerProcess] = []
@@ -112,6 +114,7 @@ def private_worker(agents: Settings) -> Iterator[Callable[..., WorkerProcess]]:
         extra_env: dict[str, str] | None = None,
         broker: str | None = None,
         args: Sequence[str] = (),
+        key_prefix: str | None = None,
     ) -> WorkerProcess:
         env = {**TEST_WORKER_ENV, "CELERY_AGENTS_QUEUE": queue, **(extra_env or {})}
         broker = broker or agents.broker_url
@@ -123,9 +126,15 @@ def private_worker(agents: Settings) -> Iterator[Callable[..., WorkerProcess]]:
             concurrency=concurrency,
             extra_env=env,
             args=args,
+            key_prefix=key_prefix or agents.key_prefix,
         )
         started.append(worker)
-        configure(agents.model_copy(update={"queue": queue, "broker_url": broker}))
+        update = {
+            "queue": queue,
+            "broker_url": broker,
+            "key_prefix": key_prefix or agents.key_prefix,
+        }
+        configure(agents.model_copy(update=update))
         return worker
 
     configure(agents.model_copy(update={"queue": queue}))

@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,8 +37,9 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 @pytest.fixture
 def signing_worker(private_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
-    """A worker that holds the webhook secret (the caller never does)."""
-    return private_worker(extra_env=SIGNING)
+    """A worker that holds the webhook secret (the caller never does), on keys of its own:
+    the session's worker, without the secret, would take its deliveries too."""
+    return private_worker(extra_env=SIGNING, key_prefix=f"signing-{uuid.uuid4().hex[:8]}")
 
 
 def body(received: object) -> dict[str, object]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -26,14 +27,17 @@ async def test_kill_9_with_deliveries_pending_another_worker_delivers_each_once(
     private_worker: Callable[..., WorkerProcess], agents: Settings, fault_report: Any
 ) -> None:
     runs = 5
-    doomed = private_worker(extra_env=SIGNING)
+    # Keys of its own: the session's worker, which has no HOOK_SECRET, would take these
+    # deliveries too, fail them for want of it, and push their backoff past the deadline.
+    prefix = f"deliveries-{uuid.uuid4().hex[:8]}"
+    doomed = private_worker(extra_env=SIGNING, key_prefix=prefix)
     receiver = WebhookReceiver(secret=SECRET)  # not listening yet: every attempt fails
     target = [{"webhook": receiver.url, "secret_env": "HOOK_SECRET"}]
     agent = Agent("reporter", "test:echo")
     messages = [await agent.run(f"report {i}", deliver=target) for i in range(runs)]
     ids = [delivery_id(m.run_id, 0) for m in messages]
     client = redis.Redis.from_url(agents.redis_url)
-    keys = Keys(agents.key_prefix)
+    keys = Keys(prefix)
     try:
         deadline = time.monotonic() + 20
         while not all(int(client.hget(keys.delivery(i), "attempts") or 0) >= 1 for i in ids):
@@ -43,9 +47,23 @@ async def test_kill_9_with_deliveries_pending_another_worker_delivers_each_once(
         # Listening before the survivor starts: each delivery's next try (its backoff grew
         # while nothing listened, up to ~30 s) is the first to succeed.
         receiver.start()
-        private_worker(extra_env=SIGNING)
+        survivor = private_worker(extra_env=SIGNING, key_prefix=prefix)
         # A delivery the doomed worker had claimed when it died waits out its claim's lease.
-        accepted = await receiver.wait_accepted(runs, timeout=LEASE + 30)
+        try:
+            accepted = await receiver.wait_accepted(runs, timeout=LEASE + 30)
+        except AssertionError as exc:
+            pending = client.zrange(keys.deliveries_pending(), 0, -1, withscores=True)
+            kept = {i: client.hgetall(keys.delivery(i)) for i in ids}
+            said = [
+                line
+                for worker in (doomed, survivor)
+                if worker.log_path.exists()
+                for line in worker.log_path.read_text(errors="replace").splitlines()
+                if "deliver" in line
+            ]
+            raise AssertionError(
+                f"{exc}\nnow {time.time()}, pending {pending}, {kept}\n" + "\n".join(said)
+            ) from None
         deadline = time.monotonic() + 10
         while client.zcard(keys.deliveries_pending()):  # every delivery has been settled
             assert time.monotonic() < deadline
