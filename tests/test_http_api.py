@@ -18,7 +18,7 @@ from celery_agents.embedded.api_server import ApiProcess
 from celery_agents.keys import Keys
 from celery_agents.testing.scripted_server import Reply, ScriptedModelServer
 from tests.support.http_api import Sse, api, bearer, new_key, read_sse
-from tests.support.store import wait_stored
+from tests.support.store import forget_stored, wait_stored
 from tests.test_cli import cli
 
 __all__ = ["api"]  # the module's server (a fixture)
@@ -301,6 +301,26 @@ async def test_usage_is_grouped_and_a_tenant_sees_only_its_own(
     assert {"northwind", "globex"} <= {r["tenant"] for r in every["rows"]}
     bad = await http.get("/v1/usage?by=colour", headers=bearer(keys["admin"]))
     assert bad.status_code == 422 and "group by any of tenant, agent, model, day" in bad.text
+
+
+async def test_an_ended_run_not_in_the_store_yet_shows_its_usage_and_cost(
+    http: httpx2.AsyncClient, keys: dict[str, str], agents_store_url: str
+) -> None:
+    mine = bearer(keys["northwind"])
+    made = await http.post(
+        "/v1/runs?wait=true", json={"agent": "writer", "prompt": "count me"}, headers=mine
+    )
+    run_id = made.json()["run_id"]
+    await wait_stored(run_id)
+    await forget_stored(agents_store_url, run_id)  # its record still on the way to the store
+    shown = (await http.get(f"/v1/runs/{run_id}", headers=mine)).json()
+    assert (shown["status"], shown["result"]["content"]) == ("succeeded", "count me")
+    usage = shown["result"]["usage"]
+    assert (shown["input_tokens"], shown["output_tokens"]) == (
+        usage["input_tokens"],
+        usage["output_tokens"],
+    )
+    assert shown["output_tokens"] > 0  # the console's run page shows them once the run ends
 
 
 async def test_a_run_redis_has_forgotten_is_read_from_the_run_store(

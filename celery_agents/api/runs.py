@@ -104,9 +104,14 @@ async def located(run_id: str, caller: Principal) -> tuple[RunView, bool]:
         return RunView.of_stored(stored), False
     view = RunView.of_record(record)  # ended, and not in the store yet: its end event has it
     try:
-        view.result = await handle.result(timeout=5.0)
+        view.result = message = await handle.result(timeout=5.0)
     except RunError as exc:
         view.error = ErrorBody(type=type(exc).__name__, message=exc.message)
+    else:  # its usage and cost too, as the store will have them
+        if message.usage is not None:
+            view.input_tokens = message.usage.input_tokens
+            view.output_tokens = message.usage.output_tokens
+        view.cost = message.cost
     return view, False
 
 

@@ -15,6 +15,23 @@ import pytest
 import celery_agents
 from celery_agents import StoredRun
 
+
+async def forget_stored(url: str, run_id: str) -> None:
+    """Delete the run's row: as if its record still waited in Redis for a writer."""
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from celery_agents.store.schema import runs
+    from celery_agents.store.url import store_url
+
+    engine = create_async_engine(store_url(url))  # type: ignore[arg-type]
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(sa.delete(runs).where(runs.c.run_id == run_id))
+    finally:
+        await engine.dispose()
+
+
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, os.environ.get("PGUSER", "root")
 
 
