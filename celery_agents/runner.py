@@ -94,20 +94,20 @@ async def _run_showing_state(
     worker, calling which tool, and the time since it was queued (gone once it ends)."""
     handle = await target.submit(prompt, model=model, timeout=timeout)
     queued = time.monotonic()
-    worker = ["a worker"]
-    state = ["queued"]
+    worker, state = "a worker", "queued"
 
     async def follow() -> None:
+        nonlocal worker, state
         async for event in handle.events():
             who = f"{event.member}: " if event.member else ""
             if isinstance(event, RunStarted):
-                worker[0] = event.worker or worker[0]
+                worker = event.worker or worker
                 attempt = f" (attempt {event.attempt})" if event.attempt > 1 else ""
-                state[0] = f"{who}running on {worker[0]}{attempt}"
+                state = f"{who}running on {worker}{attempt}"
             elif isinstance(event, ToolCallEvent):
-                state[0] = f"{who}calling {event.tool_name} on {worker[0]}"
+                state = f"{who}calling {event.tool_name} on {worker}"
             elif isinstance(event, ToolResultEvent):
-                state[0] = f"{who}running on {worker[0]}"
+                state = f"{who}running on {worker}"
 
     console = Console(stderr=True)
     following = asyncio.ensure_future(follow())
@@ -116,7 +116,7 @@ async def _run_showing_state(
         with console.status(f"{name}: queued") as status:
             while not ending.done():
                 await asyncio.wait({ending}, timeout=STATUS_EVERY)
-                status.update(f"{name}: {state[0]} ({time.monotonic() - queued:.0f} s)")
+                status.update(f"{name}: {state} ({time.monotonic() - queued:.0f} s)")
         return await ending
     finally:
         for task in (following, ending):
