@@ -319,6 +319,21 @@ async def test_wake_starts_a_delivery_long_before_the_next_poll(
         await receiver.wait_accepted(2, timeout=5)
 
 
+async def test_a_cancel_that_comes_with_a_wake_still_stops_the_deliverer(
+    client: aioredis.Redis, keys: Keys
+) -> None:
+    d = deliverer(client, keys, poll=30)
+    task = asyncio.create_task(d.run_forever())
+    try:
+        await until(lambda: d.napping)  # nothing is due: it naps for 30 s
+        d.wake()  # a run ended as the worker shuts down
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=5)
+    finally:
+        task.cancel()
+
+
 @pytest.mark.parametrize(
     ("raw", "problem"),
     [

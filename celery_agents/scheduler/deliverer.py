@@ -134,6 +134,7 @@ class Deliverer:
         self._http: httpx2.AsyncClient | None = None
         self.delivered = 0  # deliveries this deliverer got through (tests read it)
         self.failed_attempts = 0
+        self.napping = False  # between rounds, until woken or the next one is due
 
     def wake(self) -> None:
         """Look for due deliveries now, not at the next poll (call it on the deliverer's loop
@@ -340,8 +341,15 @@ class Deliverer:
         return min(max(float(soonest[0][1]) - time.time(), 0.0), self._poll)
 
     async def _nap(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that comes
+        # as the wake does, and the deliverer would outlive its worker's shutdown.
+        self.napping = True
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._wake.wait()
+        finally:
+            self.napping = False
 
 
 async def _append(path: str, line: str) -> str | None:
